@@ -1,0 +1,144 @@
+"""The ``hardneg`` command: thin wrappers that parse options, call the API and show progress."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Mine hard negatives you can trust, with the reason each was kept or dropped.")
+err = Console(stderr=True)
+out = Console()
+
+Opt = typer.Option
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from .errors import HardnegError
+
+    try:
+        return fn(*args, **kwargs)
+    except HardnegError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
+
+
+@app.command()
+def mine(
+    dataset: Annotated[str | None, Opt(help="BEIR folder, pairs file (jsonl/parquet/csv) or HF dataset id")] = None,
+    split: Annotated[str | None, Opt(help="qrels split [default: train]")] = None,
+    corpus: Annotated[str | None, Opt(help="extra corpus file for a pairs dataset")] = None,
+    teacher: Annotated[str | None, Opt(help="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL] [default: dense]")] = None,
+    filter: Annotated[str | None, Opt("--filter", help="none | percpos:0.95 | margin:0.05 | maxscore:0.8 | minscore:S, join with + [default: percpos:0.95]")] = None,
+    sampler: Annotated[str | None, Opt(help="top | window:10-100 | random[:A-B] | simans[:a=,b=] | top1+sampled [default: top]")] = None,
+    num_negatives: Annotated[int | None, Opt(help="negatives per query [default: 4]")] = None,
+    depth: Annotated[int | None, Opt(help="non-positive candidates considered per query [default: 100]")] = None,
+    seed: Annotated[int | None, Opt(help="seed for every random choice [default: 0]")] = None,
+    out_dir: Annotated[str | None, Opt("--out", help="run folder to write")] = None,
+    config: Annotated[Path | None, Opt(help="YAML file of these options (flags override it)")] = None,
+    cache_dir: Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")] = None,
+    search: Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf [default: exact]")] = None,
+    fusion: Annotated[str | None, Opt(help="hybrid fusion: rrf | minmax | zscore [default: rrf]")] = None,
+    filter_on: Annotated[str | None, Opt(help="teacher whose scores the filters use (hybrid: first dense)")] = None,
+    query_prompt: Annotated[str | None, Opt(help="prompt prepended to queries (dense)")] = None,
+    doc_prompt: Annotated[str | None, Opt(help="prompt prepended to documents (dense)")] = None,
+    max_length: Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")] = None,
+    batch_size: Annotated[int | None, Opt(help="encoding batch size [default: 32]")] = None,
+    device: Annotated[str | None, Opt(help="torch device [default: auto]")] = None,
+    strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
+    overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
+    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+) -> None:
+    """Mine hard negatives and write a run folder (candidates, negatives, manifest)."""
+    from .mine import mine as mine_fn
+    from .progress import Reporter
+
+    options = {"split": split, "corpus": corpus, "teacher": teacher, "filter": filter, "sampler": sampler,
+               "num_negatives": num_negatives, "depth": depth, "seed": seed, "out": out_dir,
+               "cache_dir": cache_dir, "search": search, "fusion": fusion, "filter_on": filter_on,
+               "query_prompt": query_prompt, "doc_prompt": doc_prompt, "max_length": max_length,
+               "batch_size": batch_size, "device": device, "strict": strict or None}
+    if dataset is None and config is None:
+        _fail("give --dataset (or --config with a dataset entry)")
+    if out_dir is None and config is None:
+        _fail("give --out RUN_DIR")
+    run = _call(mine_fn, dataset, config=config, reporter=Reporter(not quiet), overwrite=overwrite, **options)
+    _print_summary(run)
+
+
+def _print_summary(run: Any) -> None:
+    c = run.manifest["counts"]
+    t = Table(title=f"run {run.path}", show_header=False)
+    t.add_row("queries", str(c["queries"]))
+    t.add_row("with all negatives", f"{c['queries_full']} ({c['full_rate']:.1%})")
+    t.add_row("coverage", f"{c['coverage']:.1%} ({c['selected']} negatives, shortfall {c['shortfall_total']})")
+    t.add_row("candidates", str(c["candidates"]))
+    for reason, n in c["reasons"].items():
+        t.add_row(f"  {reason}", str(n))
+    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in run.manifest["timings"].items()))
+    out.print(t)
+
+
+@app.command()
+def stats(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
+    bins: Annotated[int, Opt(help="histogram bins")] = 10,
+) -> None:
+    """Counts, shortfall and score histograms (positives vs selected vs kept vs dropped)."""
+    from .runs import Run
+    from .stats import stats as stats_fn
+
+    run = _call(Run.load, run_dir)
+    s = stats_fn(run, bins)
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    _print_summary(run)
+    edges = s["score_edges"]
+    h = Table(title=f"score histogram ({s['teacher']} scores; filters {', '.join(s['filters']) or 'none'})")
+    h.add_column("score from")
+    for name in s["histograms"]:
+        h.add_column(name, justify="right")
+    for i in range(len(edges) - 1):
+        h.add_row(f"{edges[i]:.3f}", *[str(v[i]) for v in s["histograms"].values()])
+    h.add_row("mean", *[f"{m:.3f}" if m is not None else "-" for m in s["score_means"].values()])
+    out.print(h)
+    out.print("queries by shortfall: " + ", ".join(f"{k}: {v}" for k, v in s["shortfall_histogram"].items()))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    fmt: Annotated[str, Opt("--format", help="triplet | n-tuple | labeled-pair | labeled-list | flagembedding | tevatron")],
+    out_path: Annotated[Path, Opt("--out", help="file (.parquet/.jsonl) or folder (tevatron)")],
+    scores: Annotated[bool, Opt(help="include teacher scores (for distillation)")] = False,
+    overwrite: Annotated[bool, Opt(help="replace an existing output")] = False,
+) -> None:
+    """Write a run in a training format; texts are joined from the run's dataset."""
+    from .export import export as export_fn
+
+    path = _call(export_fn, run_dir, fmt, out_path, scores, overwrite)
+    out.print(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

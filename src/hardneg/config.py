@@ -1,0 +1,120 @@
+"""Mining configuration: one pydantic model shared by the CLI, YAML files and the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ConfigError
+from .filters import FilterSpec
+from .samplers import SamplerSpec
+from .teachers.dense import SEARCH_KINDS
+from .teachers.hybrid import FUSIONS
+
+TEACHER_KINDS = ("bm25", "dense", "hybrid")
+
+
+class MineConfig(BaseModel):
+    """Everything that decides a mining run's output (plus where to write it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="BEIR folder, pairs file, HF dataset id or local HF folder")
+    split: str = "train"
+    corpus: str | None = Field(None, description="extra corpus file for a pairs dataset")
+    query_column: str | None = None
+    positive_column: str | None = None
+    teacher: str = Field("dense", description="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+    fusion: str = "rrf"
+    filter_on: str | None = Field(None, description="teacher whose scores the filters use")
+    filter: str = Field("percpos:0.95", description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
+    max_depth: int = Field(1000, ge=1, description="queries left short by the filters are searched again "
+                           "to this depth (set equal to depth to turn off)")
+    reference_floor: int | None = Field(
+        None, ge=0, description="positive-aware rules use max(s+, score at this non-positive rank); "
+        "default 10 when the filters use BM25 scores (a weak positive scores ~0 there), else off; 0 = off")
+    sampler: str = "top"
+    num_negatives: int = Field(4, ge=1)
+    depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
+    seed: int = 0
+    search: str = "exact"
+    query_prompt: str | None = None
+    doc_prompt: str | None = None
+    max_length: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    device: str | None = None
+    strict: bool = False
+    cache_dir: str | None = None
+    out: str | None = None
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher(cls, v: str) -> str:
+        for member in teacher_members(v):
+            if member[0] not in ("bm25", "dense"):
+                raise ValueError(f"unknown teacher '{member[0]}' (use {', '.join(TEACHER_KINDS)})")
+        return v
+
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, v: str) -> str:
+        FilterSpec.parse(v)
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v: str) -> str:
+        SamplerSpec.parse(v)
+        return v
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, v: str) -> str:
+        if v not in SEARCH_KINDS:
+            raise ValueError(f"unknown search '{v}' (use {', '.join(SEARCH_KINDS)})")
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion(cls, v: str) -> str:
+        if v not in FUSIONS:
+            raise ValueError(f"unknown fusion '{v}' (use {', '.join(FUSIONS)})")
+        return v
+
+    def output_settings(self) -> dict[str, Any]:
+        """The fields that decide the output bytes (not where they go or how they are cached)."""
+        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size"})
+
+
+def teacher_members(spec: str) -> list[tuple[str, str | None]]:
+    """``hybrid`` -> bm25 + default dense; ``hybrid:bm25+dense:M`` -> listed members;
+    ``dense:M`` -> one member with a model. A model may itself contain ':' (URLs, drive letters)."""
+    spec = spec.strip()
+    if spec == "hybrid":
+        return [("bm25", None), ("dense", None)]
+    if spec.startswith("hybrid:"):
+        parts = spec[len("hybrid:"):].split("+")
+        members = [teacher_members(p)[0] for p in parts]
+        if len(members) < 2:
+            raise ValueError("a hybrid teacher needs at least two members, e.g. hybrid:bm25+dense")
+        return members
+    kind, _, model = spec.partition(":")
+    return [(kind, model or None)]
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file; keys are MineConfig fields (dashes allowed)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        raise ConfigError(f"{p}{f':{line + 1}' if line is not None else ''}: malformed YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -1,0 +1,109 @@
+"""False-negative control, first layer: rules that drop candidates and say why.
+
+All rules work on (queries x candidates) arrays. Positive-aware rules compare a candidate's score
+``s`` with the query's *lowest* positive score ``s+`` (the most permissive reference, as
+NV-Retriever and sentence-transformers do): ``margin`` drops ``s > s+ - m`` (TopK-MarginPos),
+``percpos`` drops ``s > s+ - (1 - p)|s+|`` (TopK-PercPos; equal to ``p * s+`` for s+ >= 0 and
+sign-safe below zero), ``maxscore`` / ``minscore`` are absolute bounds (TopK-Abs)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+# Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
+REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos")
+REASON_CODE = {r: i for i, r in enumerate(REASONS)}
+THRESHOLD_KINDS = ("percpos", "margin", "maxscore", "minscore")
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """One threshold rule, e.g. ``percpos:0.95``, ``margin:0.05``, ``maxscore:0.8``."""
+
+    kind: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value:g}"
+
+    @staticmethod
+    def parse(text: str) -> list[FilterSpec]:
+        """Parse ``none``, one rule, or several joined by ``+`` / ``,``."""
+        out = []
+        for part in re.split(r"[+,]", text.strip()):
+            part = part.strip().lower()
+            if part in ("", "none"):
+                continue
+            kind, _, value = part.partition(":")
+            kind = {"max_score": "maxscore", "min_score": "minscore", "perc": "percpos"}.get(kind, kind)
+            if kind not in THRESHOLD_KINDS:
+                raise ConfigError(f"unknown filter '{part}' (use none, percpos:P, margin:M, maxscore:S, minscore:S)")
+            if not value and kind == "percpos":
+                value = "0.95"
+            try:
+                v = float(value)
+            except ValueError:
+                raise ConfigError(f"filter '{part}' needs a number, e.g. {kind}:0.95") from None
+            if kind == "percpos" and not 0 < v <= 1:
+                raise ConfigError(f"percpos takes a fraction in (0, 1], got {v}")
+            out.append(FilterSpec(kind, v))
+        return out
+
+
+def positive_reference(query_rows: np.ndarray, scores: np.ndarray, num_queries: int) -> np.ndarray:
+    """Lowest positive score per query row (NaN for a query without a scored positive)."""
+    ref = np.full(num_queries, np.inf)
+    np.minimum.at(ref, query_rows, scores)
+    ref[~np.isfinite(ref)] = np.nan
+    return ref
+
+
+def threshold_drops(spec: FilterSpec, score: np.ndarray, pos_ref: np.ndarray) -> np.ndarray:
+    """Boolean mask of candidates the rule drops. ``pos_ref`` broadcasts per row (queries)."""
+    ref = pos_ref[:, None]
+    if spec.kind == "maxscore":
+        return score > spec.value
+    if spec.kind == "minscore":
+        return score < spec.value
+    if spec.kind == "margin":
+        limit = ref - spec.value
+    else:  # percpos
+        limit = ref - (1.0 - spec.value) * np.abs(ref)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isnan(ref), False, score > limit)
+
+
+def normalised_text_hash(texts: list[str]) -> np.ndarray:
+    """64-bit hash of each text after case folding and whitespace collapsing."""
+    out = np.empty(len(texts), dtype=np.uint64)
+    for i, t in enumerate(texts):
+        norm = " ".join(t.casefold().split())
+        out[i] = int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
+    return out
+
+
+def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray, is_positive: np.ndarray,
+                  is_duplicate: np.ndarray, pos_ref: np.ndarray) -> np.ndarray:
+    """Reason code per candidate (uint8, 0 = kept): the first rule, in order, that drops it.
+    Known positives and exact-text copies of a positive always go, before any threshold."""
+    reason = np.zeros(score.shape, dtype=np.uint8)
+
+    def mark(mask: np.ndarray, name: str) -> None:
+        reason[(reason == 0) & valid & mask] = REASON_CODE[name]
+
+    mark(is_positive, "positive")
+    mark(is_duplicate, "duplicate_text")
+    for spec in specs:
+        mark(threshold_drops(spec, score, pos_ref), spec.kind)
+    return reason
+
+
+def reason_counts(reason: np.ndarray, valid: np.ndarray) -> dict[str, int]:
+    counts = np.bincount(reason[valid].ravel(), minlength=len(REASONS))
+    return {("kept" if i == 0 else r): int(c) for i, (r, c) in enumerate(zip(REASONS, counts))}

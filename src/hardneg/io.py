@@ -1,0 +1,96 @@
+"""Atomic file writes and content checksums: nothing is ever half written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    return atomic_write(path, _write)
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
+
+    return atomic_write(path, _write)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_texts(*parts: object) -> str:
+    """Stable hash of a sequence of values (strings, numbers, lists of strings)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (list, tuple, np.ndarray)):
+            for item in part:
+                b = str(item).encode("utf-8")
+                h.update(len(b).to_bytes(8, "little"))
+                h.update(b)
+        else:
+            b = str(part).encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+        h.update(b"\x00|")
+    return h.hexdigest()
+
+
+def publish_dir(staging: Path, final: Path, overwrite: bool) -> None:
+    """Move a fully written staging folder into place; an old folder is replaced only when allowed."""
+    if final.exists():
+        if not overwrite:
+            raise FileExistsError(final)
+        trash = final.with_name(f".{final.name}.old")
+        if trash.exists():
+            shutil.rmtree(trash)
+        os.replace(final, trash)
+        os.replace(staging, final)
+        shutil.rmtree(trash)
+    else:
+        os.replace(staging, final)

@@ -1,0 +1,357 @@
+"""mine(): collection -> candidates (ids, scores) -> decisions (kept/dropped, why) -> negatives."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .cache import Cache
+from .config import MineConfig, load_config_file, teacher_members
+from .data import Collection, load
+from .errors import ConfigError, RunError
+from .filters import REASONS, FilterSpec, apply_filters, normalised_text_hash, positive_reference, reason_counts
+from .fingerprint import env_cache_dir, settings_key
+from .io import sha256_texts
+from .progress import SILENT, Reporter
+from .runs import Run, existing_run
+from .samplers import SamplerSpec, id_hashes, sample
+from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
+
+LEXICAL_FLOOR = 10
+_PACKAGES = ("hardneg", "numpy", "pyarrow", "torch", "sentence-transformers", "transformers", "bm25s",
+             "faiss-cpu", "scipy")
+
+
+def build_teacher(cfg: MineConfig) -> Teacher:
+    """Teacher objects from ``cfg.teacher`` (``bm25``, ``dense[:MODEL]``, ``hybrid[...]``)."""
+    members: list[Teacher] = []
+    for i, (kind, model) in enumerate(teacher_members(cfg.teacher)):
+        name = kind if not any(m.name == kind for m in members) else f"{kind}{i + 1}"
+        if kind == "bm25":
+            members.append(BM25Teacher(name=name))
+        else:
+            members.append(DenseTeacher(model, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
+                                        batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
+                                        name=name, seed=cfg.seed))
+    if cfg.teacher.startswith("hybrid"):
+        return HybridTeacher(members, fusion=cfg.fusion)
+    return members[0]
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _config_fingerprint(cfg: MineConfig, col: Collection) -> str:
+    return settings_key(cfg.output_settings(), col.source.get("checksums"), col.corpus_fingerprint(),
+                        col.queries_fingerprint(), metadata.version("hardneg"))
+
+
+def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | str | Path | None = None,
+         reporter: Reporter | None = None, overwrite: bool = False, **options: Any) -> Run:
+    """Mine hard negatives. Options are :class:`MineConfig` fields (``teacher``, ``filter``,
+    ``sampler``, ``num_negatives``, ``depth``, ``seed``, ``out``, ``cache_dir``, ...).
+
+    ``dataset`` may be a path or id, a ``datasets`` object or a loaded :class:`Collection`.
+    With ``out`` the run is written atomically; a finished run with the same settings there is
+    returned as it is (a rerun costs nothing), and embeddings and searches come from the cache."""
+    reporter = reporter or SILENT
+    base: dict[str, Any] = {}
+    if isinstance(config, (str, Path)):
+        base = load_config_file(config)
+    elif isinstance(config, MineConfig):
+        base = config.model_dump(exclude_unset=True)
+    collection = dataset if isinstance(dataset, Collection) else None
+    if dataset is not None:
+        base["dataset"] = (str(dataset.source.get("path", "<collection>")) if collection is not None
+                           else dataset if isinstance(dataset, str | Path) else repr(dataset))
+    base.update({k: v for k, v in options.items() if v is not None})
+    if "dataset" not in base:
+        raise ConfigError("no dataset given")
+    base["dataset"] = str(base["dataset"])
+    cfg = MineConfig(**base)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if collection is None:
+        collection = load(dataset if dataset is not None and not isinstance(dataset, str | Path) else cfg.dataset,
+                          cfg.split, cfg.corpus, cfg.query_column, cfg.positive_column, strict=cfg.strict)
+    timings["load"] = time.perf_counter() - t0
+    fingerprint = _config_fingerprint(cfg, collection)
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None and not overwrite:
+        done = existing_run(out, fingerprint)
+        if done is not None:
+            done._collection = collection
+            return done
+        if (out / "manifest.json").exists():
+            raise RunError(f"{out}: a run with other settings or data is already there (use --overwrite)")
+    run = _mine(cfg, collection, fingerprint, reporter, timings)
+    if out is not None:
+        run.save(out, overwrite=overwrite)
+    return run
+
+
+@dataclass
+class _Context:
+    """What every pass over a set of queries shares."""
+
+    cfg: MineConfig
+    col: Collection
+    cache: Cache
+    teacher: Teacher
+    members: list[Teacher]
+    filter_on: str
+    filters: list[FilterSpec]
+    sampler: SamplerSpec
+    q_idx: np.ndarray          # collection query index of each row
+    pos: Any                   # positives (Qrels)
+    pos_rows: np.ndarray       # row of each positive
+    pos_scores: dict[str, np.ndarray]
+    pos_ref: np.ndarray        # lowest positive score per row (filter teacher)
+    floor: int | None
+    text_group: np.ndarray     # id of each document's normalised text
+    query_hash: np.ndarray
+    doc_hash: np.ndarray
+    reporter: Reporter
+
+
+@dataclass
+class _Part:
+    """Decisions for some query rows, as (rows x candidates) arrays."""
+
+    rows: np.ndarray
+    ids: np.ndarray
+    rank: np.ndarray
+    scores: dict[str, np.ndarray]
+    valid: np.ndarray
+    reason: np.ndarray
+    chosen: np.ndarray
+    derived: dict[str, float]
+    search_cache_hit: bool
+    exhaustive: int
+
+
+def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -> _Part:
+    """Search ``depth`` non-positive candidates for these rows, filter them and sample."""
+    cfg, col, nd = ctx.cfg, ctx.col, ctx.col.num_docs
+    q_idx = ctx.q_idx[rows]
+    in_part = np.isin(ctx.pos_rows, rows)
+    local = np.searchsorted(rows, ctx.pos_rows[in_part])  # row within this part
+    pos_docs = ctx.pos.doc_idx[in_part]
+    k = min(depth + int(np.bincount(local, minlength=rows.size).max()), nd)
+    key = settings_key(ctx.teacher.fingerprint(), cfg.search, k,
+                       sha256_texts([col.query_ids[i] for i in q_idx], [col.query_texts[i] for i in q_idx]))
+    hit = ctx.cache.load_arrays("searches", key)
+    if hit is None:
+        ids, top = ctx.teacher.search(q_idx, k, ctx.reporter)
+        ctx.cache.save_arrays("searches", key, ids=ids, scores=top)
+    else:
+        ids, top = hit["ids"], hit["scores"]
+    valid = ids >= 0
+    safe = np.where(valid, ids, 0)
+    vr, vc = np.nonzero(valid)
+    scores: dict[str, np.ndarray] = {}
+    for m in ctx.members:
+        if m is ctx.teacher:
+            scores[m.name] = np.where(valid, top, np.nan)
+        else:
+            s = np.full(ids.shape, np.nan)
+            s[vr, vc] = m.pair_scores(q_idx[vr], ids[vr, vc])
+            scores[m.name] = s
+    if isinstance(ctx.teacher, HybridTeacher):
+        scores[ctx.teacher.name] = np.where(valid, top, np.nan)
+    score = scores[ctx.filter_on]
+
+    local2d = np.broadcast_to(np.arange(rows.size)[:, None], ids.shape)
+    is_pos = valid & np.isin(local2d * nd + safe, local * nd + pos_docs)
+    ng = int(ctx.text_group.max()) + 1
+    is_dup = valid & ~is_pos & np.isin(local2d * ng + ctx.text_group[safe], local * ng + ctx.text_group[pos_docs])
+    nonpos = valid & ~is_pos
+    before = np.cumsum(nonpos, axis=1) - nonpos
+    valid &= before < depth  # depth non-positives, and the positives ranked among them
+    rank = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
+    pos_ref = ctx.pos_ref[rows]
+    if ctx.floor:
+        # Lexical scores of a weak positive say little: never let the reference sink below the
+        # score of the floor-th non-positive candidate (the top ranks are where false negatives sit).
+        at_floor = valid & nonpos & (before == ctx.floor - 1)
+        floor_score = np.where(at_floor, score, -np.inf).max(axis=1)
+        pos_ref = np.where(np.isfinite(floor_score), np.fmax(pos_ref, floor_score), pos_ref)
+    reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref)
+    chosen, derived = sample(sampler, cfg.num_negatives, valid & (reason == 0), rank, score, pos_ref,
+                             ctx.query_hash[rows], ctx.doc_hash[safe], cfg.seed)
+    exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
+    return _Part(rows, ids, rank, scores, valid, reason, chosen, derived, hit is not None, exhaustive)
+
+
+def _candidate_table(ctx: _Context, part: _Part) -> pa.Table:
+    selected = np.zeros(part.ids.shape, dtype=bool)
+    cr, cc = np.nonzero(part.chosen >= 0)
+    selected[cr, part.chosen[cr, cc]] = True
+    v = part.valid
+    vrows = np.nonzero(v)[0]
+    cols: dict[str, Any] = {
+        "query_id": pa.array(ctx.col.query_ids[ctx.q_idx[part.rows[vrows]]].tolist(), pa.string()),
+        "doc_id": pa.array(ctx.col.doc_ids[part.ids[v]].tolist(), pa.string()),
+        "rank": pa.array(part.rank[v], pa.int32()),
+    }
+    for name, s in part.scores.items():
+        cols[f"score_{name}"] = pa.array(s[v], pa.float64())
+    cols["kept"] = pa.array(v[v] & (part.reason[v] == 0))
+    cols["selected"] = pa.array(selected[v])
+    cols["reason"] = pa.DictionaryArray.from_arrays(pa.array(part.reason[v].astype(np.int32)),
+                                                    pa.array(list(REASONS)))
+    return pa.table(cols)
+
+
+def _lists(offsets: np.ndarray, values: Any, typ: pa.DataType) -> pa.Array:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, typ))
+
+
+def _negatives_table(ctx: _Context, chosen_ids: np.ndarray, chosen_scores: np.ndarray,
+                     chosen_ranks: np.ndarray) -> pa.Table:
+    """One row per query; (rows x n) inputs with -1 / NaN where short."""
+    col, n = ctx.col, ctx.cfg.num_negatives
+    ok = chosen_ids >= 0
+    num = ok.sum(axis=1)
+    counts_pos = np.bincount(ctx.pos_rows, minlength=ctx.q_idx.size)
+    pos_off = np.concatenate([[0], np.cumsum(counts_pos)]).astype(np.int32)
+    neg_off = np.concatenate([[0], np.cumsum(num)]).astype(np.int32)
+    return pa.table({
+        "query_id": pa.array(col.query_ids[ctx.q_idx].tolist(), pa.string()),
+        "positive_ids": _lists(pos_off, col.doc_ids[ctx.pos.doc_idx].tolist(), pa.string()),
+        "positive_grades": _lists(pos_off, ctx.pos.grade, pa.int32()),
+        "positive_scores": _lists(pos_off, ctx.pos_scores[ctx.filter_on], pa.float64()),
+        "negative_ids": _lists(neg_off, col.doc_ids[chosen_ids[ok]].tolist(), pa.string()),
+        "negative_scores": _lists(neg_off, chosen_scores[ok], pa.float64()),
+        "negative_ranks": _lists(neg_off, chosen_ranks[ok], pa.int32()),
+        "shortfall": pa.array(n - num, pa.int32()),
+    })
+
+
+def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter,
+          timings: dict[str, float]) -> Run:
+    cache = Cache(env_cache_dir(cfg.cache_dir))
+    teacher = build_teacher(cfg)
+    members = teacher.teachers if isinstance(teacher, HybridTeacher) else [teacher]
+    names = [m.name for m in members]
+    filter_on = cfg.filter_on or next((m.name for m in members if isinstance(m, DenseTeacher)), names[0])
+    if filter_on not in names:
+        raise ConfigError(f"filter_on '{filter_on}' is not one of the teachers ({', '.join(names)})")
+    q_idx = col.judged_queries()
+    if q_idx.size == 0:
+        raise ConfigError(f"{cfg.dataset} (split '{cfg.split}'): no query has a positive to mine against")
+
+    t = time.perf_counter()
+    teacher.prepare(col, q_idx, cache, reporter)
+    timings["prepare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pos = col.positives()
+    row_of = np.full(col.query_ids.size, -1, dtype=np.int64)
+    row_of[q_idx] = np.arange(q_idx.size)
+    pos_rows = row_of[pos.query_idx]
+    pos_scores = {m.name: m.pair_scores(pos.query_idx, pos.doc_idx) for m in members}
+    floor = cfg.reference_floor
+    if floor is None and isinstance(members[names.index(filter_on)], BM25Teacher):
+        floor = LEXICAL_FLOOR
+    ctx = _Context(cfg, col, cache, teacher, members, filter_on, FilterSpec.parse(cfg.filter),
+                   SamplerSpec.parse(cfg.sampler), q_idx, pos, pos_rows, pos_scores,
+                   positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
+                   np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
+                   id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
+    parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
+    short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
+    deepened = 0
+    if cfg.max_depth > cfg.depth and short.size:
+        # Queries whose filters left too few: search again, deeper, for those queries only.
+        sampler = ctx.sampler
+        if sampler.kind == "simans" and "a" not in sampler.params:
+            sampler = replace(sampler, params={**sampler.params, "a": parts[0].derived["simans_a"]})
+        parts.append(_decide(ctx, short, cfg.max_depth, sampler))
+        deepened = int(short.size)
+    timings["search_filter_sample"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    n = cfg.num_negatives
+    chosen_ids = np.full((q_idx.size, n), -1, dtype=np.int64)
+    chosen_scores = np.full((q_idx.size, n), np.nan)
+    chosen_ranks = np.zeros((q_idx.size, n), dtype=np.int32)
+    cand_tables, row_keys = [], []
+    for p in parts:
+        ok = p.chosen >= 0
+        c = np.maximum(p.chosen, 0)
+        chosen_ids[p.rows] = np.where(ok, np.take_along_axis(p.ids, c, axis=1), -1)
+        chosen_scores[p.rows] = np.where(ok, np.take_along_axis(p.scores[filter_on], c, axis=1), np.nan)
+        chosen_ranks[p.rows] = np.where(ok, np.take_along_axis(p.rank, c, axis=1), 0)
+    # Candidates: a deepened query's rows come from its deeper pass only.
+    final_part = np.zeros(q_idx.size, dtype=np.int64)
+    for i, p in enumerate(parts):
+        final_part[p.rows] = i
+    for i, p in enumerate(parts):
+        keep = final_part[p.rows] == i
+        p.valid &= keep[:, None]
+        cand_tables.append(_candidate_table(ctx, p))
+        row_keys.append(np.broadcast_to(p.rows[:, None], p.ids.shape)[p.valid])
+    candidates = pa.concat_tables(cand_tables)
+    if len(parts) > 1:
+        keys = np.concatenate(row_keys)
+        order = np.lexsort((candidates.column("rank").to_numpy(), keys))
+        candidates = candidates.take(pa.array(order))
+    negatives = _negatives_table(ctx, chosen_ids, chosen_scores, chosen_ranks)
+    timings["tables"] = time.perf_counter() - t
+
+    num = (chosen_ids >= 0).sum(axis=1)
+    reasons = np.concatenate([p.reason[p.valid] for p in parts])
+    counts = {
+        "queries": int(q_idx.size),
+        "queries_in_collection": int(col.query_ids.size),
+        "docs": int(col.num_docs),
+        "positives": int(pos_rows.size),
+        "candidates": int(candidates.num_rows),
+        "reasons": reason_counts(reasons, np.ones(reasons.shape, dtype=bool)),
+        "selected": int(num.sum()),
+        "queries_full": int((num == n).sum()),
+        "queries_short": int((num < n).sum()),
+        "queries_empty": int((num == 0).sum()),
+        "queries_deepened": deepened,
+        "shortfall_total": int((n - num).sum()),
+        "coverage": float(num.sum() / (q_idx.size * n)),
+        "full_rate": float((num == n).mean()),
+        "encoded_texts": cache.encoded_texts,
+        "search_cache_hit": all(p.search_cache_hit for p in parts),
+        "exhaustive_rescans": int(sum(p.exhaustive for p in parts)),
+    }
+    manifest = {
+        "hardneg_version": metadata.version("hardneg"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(),
+        "config_fingerprint": fingerprint,
+        "data": {k: v for k, v in col.source.items() if not k.startswith("_")}
+        | {"corpus_fingerprint": col.corpus_fingerprint(), "notes": col.notes[:20]},
+        "teacher": teacher.describe(),
+        "filter_on": filter_on,
+        "filters": [str(f) for f in ctx.filters],
+        "filter_reference": "lowest positive score of the query (filter_on teacher)"
+        + (f", raised to the score of non-positive rank {ctx.floor} where lower" if ctx.floor else ""),
+        "sampler": str(ctx.sampler),
+        "derived": parts[0].derived,
+        "seed": cfg.seed,
+        "counts": counts,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "versions": _versions(),
+    }
+    return Run(negatives, candidates, manifest, collection=col)

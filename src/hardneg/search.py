@@ -1,0 +1,113 @@
+"""Top-k search: a corpus-chunked running top-k, faiss indexes, and an exact re-ranking step that
+makes every path return the same documents in the same order (ties broken by document index,
+which is document-id order because collections are sorted by id)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+ScoreBlock = Callable[[np.ndarray, int, int], np.ndarray]
+"""(query rows, doc start, doc end) -> coarse float32 scores of shape (len(rows), end - start)."""
+PairScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(query rows, doc indices) -> exact float64 scores, one per pair."""
+
+POOL_PAD = 16  # extra coarse candidates kept so that the exact re-ranking has room at the boundary
+
+
+def running_topk(score_block: ScoreBlock, num_queries: int, num_docs: int, k: int,
+                 doc_chunk: int = 32768, query_chunk: int = 1024,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` coarse (index, score) pairs per query over the whole corpus, holding at most one
+    (query_chunk x doc_chunk) score block in memory at a time. Rows are not sorted."""
+    k = min(k, num_docs)
+    best_i = np.full((num_queries, k), -1, dtype=np.int64)
+    best_s = np.full((num_queries, k), -np.inf, dtype=np.float32)
+    for q0 in range(0, num_queries, query_chunk):
+        rows = np.arange(q0, min(q0 + query_chunk, num_queries))
+        bi, bs = best_i[rows], best_s[rows]
+        for d0 in range(0, num_docs, doc_chunk):
+            d1 = min(d0 + doc_chunk, num_docs)
+            s = np.asarray(score_block(rows, d0, d1), dtype=np.float32)
+            kk = min(k, d1 - d0)
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < d1 - d0 else np.broadcast_to(
+                np.arange(d1 - d0), (rows.size, d1 - d0))
+            cat_s = np.concatenate([bs, np.take_along_axis(s, part, axis=1)], axis=1)
+            cat_i = np.concatenate([bi, part + d0], axis=1)
+            sel = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
+            bs = np.take_along_axis(cat_s, sel, axis=1)
+            bi = np.take_along_axis(cat_i, sel, axis=1)
+            if on_progress:
+                on_progress(rows.size * (d1 - d0))
+        best_i[rows], best_s[rows] = bi, bs
+    return best_i, best_s
+
+
+def exact_rerank(pool_i: np.ndarray, pool_s: np.ndarray, needed: int, pair_scores: PairScores,
+                 num_docs: int, verify: bool = True, rel_eps: float = 1e-4,
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Re-score a coarse pool exactly, sort by (score desc, doc index asc) and keep ``needed``.
+
+    With ``verify`` (exact and flat searches), a query whose ``needed``-th exact score is within
+    float error of the pool's lowest coarse score may have lost a tied document outside the pool:
+    that query is scored against the whole corpus instead. Returns (ids, scores, n_exhaustive)."""
+    nq = pool_i.shape[0]
+    needed = min(needed, num_docs)
+    valid = pool_i >= 0
+    rows, cols = np.nonzero(valid)
+    fine = np.full(pool_i.shape, -np.inf, dtype=np.float64)
+    if rows.size:
+        fine[rows, cols] = pair_scores(rows, pool_i[rows, cols])
+    ids = np.where(valid, pool_i, np.iinfo(np.int64).max)
+    order = np.lexsort((ids, -fine), axis=1)[:, :needed]
+    out_i = np.take_along_axis(pool_i, order, axis=1)
+    out_s = np.take_along_axis(fine, order, axis=1)
+    n_exhaustive = 0
+    if verify and pool_i.shape[1] < num_docs and needed > 0 and nq:
+        coarse_min = np.where(valid, pool_s, np.inf).min(axis=1).astype(np.float64)
+        boundary = out_s[:, needed - 1]
+        eps = rel_eps * np.maximum(1.0, np.abs(boundary))
+        unsafe = np.nonzero(boundary <= coarse_min + 2 * eps)[0]
+        n_exhaustive = int(unsafe.size)
+        all_docs = np.arange(num_docs, dtype=np.int64)
+        for q in unsafe:  # rare: only when ties straddle the pool boundary
+            s = pair_scores(np.full(num_docs, q, dtype=np.int64), all_docs)
+            o = np.lexsort((all_docs, -s))[:needed]
+            out_i[q], out_s[q] = o, s[o]
+    return out_i, out_s, n_exhaustive
+
+
+def faiss_pool(corpus: np.ndarray, queries: np.ndarray, k: int, kind: str, seed: int = 0,
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw`` or ``ivf``."""
+    import faiss
+
+    n, dim = corpus.shape
+    k = min(k, n)
+    xb = np.ascontiguousarray(corpus, dtype=np.float32)
+    xq = np.ascontiguousarray(queries, dtype=np.float32)
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = max(128, 2 * k)
+    elif kind == "ivf":
+        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39 or 1))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(xb)
+        index.nprobe = max(1, min(nlist, nlist // 8 + 1))
+    else:
+        raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf)")
+    index.add(xb)
+    scores, ids = index.search(xq, k)
+    return ids.astype(np.int64), scores.astype(np.float32)
+
+
+def recall_at(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of the exact top-k found by an approximate search (rows are queries)."""
+    hits = [np.intersect1d(a[a >= 0], e[e >= 0]).size / max(1, (e >= 0).sum()) for a, e in zip(approx, exact)]
+    return float(np.mean(hits)) if hits else 1.0

@@ -1,0 +1,55 @@
+"""The one interface every teacher implements: prepare, score pairs, search."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..cache import Cache
+from ..data import Collection
+from ..progress import SILENT, Reporter
+from ..search import POOL_PAD, exact_rerank, running_topk
+
+
+class Teacher(ABC):
+    """Scores (query, document) pairs of one collection. ``search`` returns, per query, the top-k
+    documents sorted by (score desc, doc index asc) with exact float64 scores; ``pair_scores``
+    returns the same numbers for any pairs, so filters compare like with like."""
+
+    name: str = "teacher"
+
+    @abstractmethod
+    def prepare(self, collection: Collection, query_idx: np.ndarray, cache: Cache,
+                reporter: Reporter = SILENT) -> None:
+        """Index or encode what ``search``/``pair_scores`` need for these queries."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identity of the scoring function (model, settings, corpus): equal means same scores."""
+
+    @abstractmethod
+    def pair_scores(self, query_idx: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
+        """Exact float64 scores for collection query indices paired with doc indices."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": type(self).__name__, "fingerprint": self.fingerprint()}
+
+    def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k per query, exact: a coarse running top-k over corpus chunks, then exact re-ranking."""
+        n = self._num_docs()
+        pool_k = min(n, k + POOL_PAD)
+        with reporter.task(f"search ({self.name})", len(query_idx) * n) as adv:
+            pool_i, pool_s = running_topk(lambda rows, d0, d1: self._score_block(query_idx[rows], d0, d1),
+                                          len(query_idx), n, pool_k, on_progress=adv)
+        ids, scores, self.exhaustive_queries = exact_rerank(
+            pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n)
+        return ids, scores
+
+    def _num_docs(self) -> int:
+        raise NotImplementedError
+
+    def _score_block(self, query_idx: np.ndarray, d0: int, d1: int) -> np.ndarray:
+        raise NotImplementedError

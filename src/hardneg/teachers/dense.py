@@ -1,0 +1,159 @@
+"""Dense bi-encoder teacher: any sentence-transformers model, embeddings cached by fingerprint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..cache import Cache
+from ..data import Collection
+from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
+from ..progress import SILENT, Reporter
+from ..search import POOL_PAD, exact_rerank, faiss_pool, recall_at
+from .base import Teacher
+
+SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+_LOADED: dict[tuple[str, str | None], Any] = {}  # the last model loaded in this process, for reuse
+
+
+class DenseTeacher(Teacher):
+    """Scores are dot products of the model's embeddings (cosine when the model normalises).
+
+    The embedding cache key covers the model folder's files (weights, tokenizer, pooling,
+    normalisation), the prompt, max length, normalisation and the texts: a new threshold reuses
+    embeddings, a new model or prompt never does. The model itself is loaded only to encode."""
+
+    def __init__(self, model: str | None = None, query_prompt: str | None = None,
+                 doc_prompt: str | None = None, max_length: int | None = None,
+                 normalize: bool | None = None, batch_size: int = 32, search: str = "exact",
+                 device: str | None = None, name: str = "dense", seed: int = 0):
+        if search not in SEARCH_KINDS:
+            raise ValueError(f"unknown search '{search}' (choose from {', '.join(SEARCH_KINDS)})")
+        self.model_spec, self.query_prompt, self.doc_prompt = model, query_prompt, doc_prompt
+        self.max_length, self.normalize, self.batch_size = max_length, normalize, batch_size
+        self.search_kind, self.device, self.name, self.seed = search, device, name, seed
+        self._model: Any = None
+        self._fp: str | None = None
+        self.ann_recall: float | None = None
+
+    # ------------------------------------------------------------------ identity
+    def resolve(self, cache: Cache) -> None:
+        """Find the model folder and settings, and fingerprint them, without loading the model."""
+        if self._fp is not None:
+            return
+        self.model_path = resolve_model(self.model_spec)
+        cfg = read_st_config(self.model_path)
+        prompts = cfg["prompts"]
+        if self.query_prompt is None:
+            self.query_prompt = prompts.get("query", "")
+        if self.doc_prompt is None:
+            self.doc_prompt = prompts.get("document", prompts.get("passage", prompts.get("corpus", "")))
+        if self.max_length is None:
+            self.max_length = cfg["max_seq_length"]
+        if self.normalize is None:
+            self.normalize = bool(cfg["normalize_module"]) or cfg["similarity_fn_name"] in (None, "cosine")
+        self.model_fingerprint = folder_fingerprint(self.model_path, cache.root)
+        self._fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize,
+                                self.query_prompt, self.doc_prompt)
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            raise RuntimeError("prepare() the teacher first")
+        return self._fp
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model": self.model_spec or "default", "model_path": self.model_path,
+                "model_fingerprint": self.model_fingerprint, "max_length": self.max_length,
+                "normalize": self.normalize, "query_prompt": self.query_prompt,
+                "doc_prompt": self.doc_prompt, "search": self.search_kind, "ann_recall": self.ann_recall}
+
+    # ------------------------------------------------------------------ encoding
+    def _load(self) -> Any:
+        if self._model is None:
+            key = (self.model_fingerprint, self.device)
+            if key not in _LOADED:
+                from sentence_transformers import SentenceTransformer
+
+                _LOADED.clear()  # keep one model in memory
+                _LOADED[key] = SentenceTransformer(self.model_path, device=self.device)
+            self._model = _LOADED[key]
+            if self.max_length:
+                self._model.max_seq_length = int(self.max_length)
+        return self._model
+
+    def _encoder(self, prompt: str) -> Any:
+        def encode(texts: list[str]) -> np.ndarray:
+            return self._load().encode(texts, batch_size=self.batch_size, prompt=prompt or None,
+                                       normalize_embeddings=bool(self.normalize), convert_to_numpy=True,
+                                       show_progress_bar=False)
+        return encode
+
+    def embed(self, texts: list[str], prompt: str, cache: Cache, what: str,
+              reporter: Reporter = SILENT) -> np.ndarray:
+        key = settings_key(self.fingerprint(), what, prompt, len(texts), _texts_hash(texts))
+        meta = {"model": self.model_spec, "model_path": str(self.model_path), "prompt": prompt,
+                "max_length": self.max_length, "normalize": self.normalize, "count": len(texts)}
+        cached = cache.has_embeddings(key)
+        with reporter.task(f"encode {what}{' (cached)' if cached else ''}", len(texts)) as adv:
+            return cache.embeddings(key, texts, self._encoder(prompt), shard_size=max(self.batch_size * 32, 256),
+                                    on_progress=adv, meta=meta)
+
+    def prepare(self, collection: Collection, query_idx: np.ndarray, cache: Cache,
+                reporter: Reporter = SILENT) -> None:
+        self.resolve(cache)
+        self._docs = self.embed(collection.doc_texts, self.doc_prompt or "", cache, "documents", reporter)
+        texts = [collection.query_texts[i] for i in query_idx]
+        q = self.embed(texts, self.query_prompt or "", cache, "queries", reporter)
+        # Only the queries asked for are encoded; map collection indices to rows.
+        self._qrow = np.full(len(collection.query_texts), -1, dtype=np.int64)
+        self._qrow[query_idx] = np.arange(len(query_idx))
+        self._queries = np.asarray(q)
+        self._fp = settings_key(self._fp, collection.corpus_fingerprint())
+
+    # ------------------------------------------------------------------ scoring
+    def _num_docs(self) -> int:
+        return int(self._docs.shape[0])
+
+    def _score_block(self, query_idx: np.ndarray, d0: int, d1: int) -> np.ndarray:
+        return self._queries[self._qrow[query_idx]] @ np.asarray(self._docs[d0:d1]).T
+
+    def pair_scores(self, query_idx: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
+        rows = self._qrow[query_idx]
+        if np.any(rows < 0):
+            raise KeyError("pair_scores() got a query that prepare() did not encode")
+        out = np.empty(len(rows), dtype=np.float64)
+        for s in range(0, len(rows), 65536):
+            q = self._queries[rows[s:s + 65536]].astype(np.float64)
+            d = np.asarray(self._docs[doc_idx[s:s + 65536]], dtype=np.float64)
+            out[s:s + len(q)] = (q * d).sum(axis=1)
+        return out
+
+    def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
+               ) -> tuple[np.ndarray, np.ndarray]:
+        if self.search_kind == "exact":
+            return super().search(query_idx, k, reporter)
+        kind = self.search_kind.split("-", 1)[1]
+        n = self._num_docs()
+        with reporter.task(f"search ({self.name}, faiss {kind})", 1) as adv:
+            pool_i, pool_s = faiss_pool(np.asarray(self._docs), self._queries[self._qrow[query_idx]],
+                                        k + POOL_PAD, kind, self.seed)
+            adv(1)
+        ids, scores, self.exhaustive_queries = exact_rerank(
+            pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n, verify=kind == "flat")
+        if kind != "flat":
+            self.ann_recall = self._measure_recall(query_idx, ids, k)
+        return ids, scores
+
+    def _measure_recall(self, query_idx: np.ndarray, ann_ids: np.ndarray, k: int, sample: int = 200) -> float:
+        """Recall@k of the ANN result against exact search on a seeded sample of queries."""
+        rng = np.random.default_rng(self.seed)
+        pick = np.sort(rng.choice(len(query_idx), size=min(sample, len(query_idx)), replace=False))
+        exact_ids, _ = Teacher.search(self, query_idx[pick], k)
+        return recall_at(ann_ids[pick], exact_ids)
+
+
+def _texts_hash(texts: list[str]) -> str:
+    from ..io import sha256_texts
+
+    return sha256_texts(texts)

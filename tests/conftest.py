@@ -1,0 +1,67 @@
+"""Shared fixtures: the real collections in ../shared/data, slices of them, and small real models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("HARDNEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared(name: str) -> Path:
+    path = DATA / name
+    if not path.exists():
+        pytest.fail(f"shared collection missing: {path} (set HARDNEG_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    return shared("scifact")
+
+
+@pytest.fixture(scope="session")
+def scifact_train(scifact_dir):
+    import hardneg
+
+    return hardneg.load(scifact_dir, "train")
+
+
+@pytest.fixture(scope="session")
+def scifact_slice(scifact_train):
+    """30 judged train queries, their positives and 250 other abstracts."""
+    return scifact_train.slice(30, extra_docs=250, seed=0)
+
+
+@pytest.fixture(scope="session")
+def slice_dir(scifact_slice, tmp_path_factory) -> Path:
+    """The SciFact slice written as a BEIR folder, for CLI tests."""
+    import hardneg
+
+    return hardneg.save_beir(scifact_slice, tmp_path_factory.mktemp("scifact-slice"), "train")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def static_model(tmp_path_factory) -> str:
+    """A real, fast sentence-transformers model: the packaged 64-d static embeddings
+    (tokenlearn-static-model), saved as an ST folder so it loads like any other model."""
+    import static_model as pkg
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    folder = Path(pkg.__file__).parent / "model"
+    model = SentenceTransformer(modules=[StaticEmbedding.from_model2vec(str(folder))])
+    out = tmp_path_factory.mktemp("static-model")
+    model.save(str(out))
+    return str(out)
