@@ -14,7 +14,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Mine hard negatives you can trust, with the reason each was kept or dropped.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 out = Console()
 
 Opt = typer.Option
@@ -46,6 +46,8 @@ def mine(
     sampler: Annotated[str | None, Opt(help="top | window:10-100 | random[:A-B] | simans[:a=,b=] | top1+sampled [default: top]")] = None,
     num_negatives: Annotated[int | None, Opt(help="negatives per query [default: 4]")] = None,
     depth: Annotated[int | None, Opt(help="non-positive candidates considered per query [default: 100]")] = None,
+    max_depth: Annotated[int | None, Opt(help="re-search queries left short by the filters to this depth [default: 1000]")] = None,
+    reference_floor: Annotated[int | None, Opt(help="positive-aware rules use max(s+, score at this rank); 0 = off [default: 10 for BM25, off for dense]")] = None,
     seed: Annotated[int | None, Opt(help="seed for every random choice [default: 0]")] = None,
     out_dir: Annotated[str | None, Opt("--out", help="run folder to write")] = None,
     config: Annotated[Path | None, Opt(help="YAML file of these options (flags override it)")] = None,
@@ -67,7 +69,8 @@ def mine(
     from .progress import Reporter
 
     options = {"split": split, "corpus": corpus, "teacher": teacher, "filter": filter, "sampler": sampler,
-               "num_negatives": num_negatives, "depth": depth, "seed": seed, "out": out_dir,
+               "num_negatives": num_negatives, "depth": depth, "max_depth": max_depth,
+               "reference_floor": reference_floor, "seed": seed, "out": out_dir,
                "cache_dir": cache_dir, "search": search, "fusion": fusion, "filter_on": filter_on,
                "query_prompt": query_prompt, "doc_prompt": doc_prompt, "max_length": max_length,
                "batch_size": batch_size, "device": device, "strict": strict or None}

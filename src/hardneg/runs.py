@@ -69,6 +69,10 @@ class Run:
             want = self.manifest["data"].get("checksums")
             if want and col.source.get("checksums") != want:
                 raise RunError(f"{cfg['dataset']}: the data changed since this run was mined (checksums differ)")
+            if self.manifest["data"].get("slice"):
+                col = col.slice(**self.manifest["data"]["slice"])
+            if col.corpus_fingerprint() != self.manifest["data"]["corpus_fingerprint"]:
+                raise RunError(f"{cfg['dataset']}: the corpus differs from the one this run was mined on")
             self._collection = col
         return self._collection
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..cache import Cache
 from ..data import Collection
+from ..io import sha256_texts
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
 from ..progress import SILENT, Reporter
 from ..search import POOL_PAD, exact_rerank, faiss_pool, recall_at
@@ -54,8 +55,9 @@ class DenseTeacher(Teacher):
         if self.normalize is None:
             self.normalize = bool(cfg["normalize_module"]) or cfg["similarity_fn_name"] in (None, "cosine")
         self.model_fingerprint = folder_fingerprint(self.model_path, cache.root)
-        self._fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize,
-                                self.query_prompt, self.doc_prompt)
+        # What an embedding depends on besides its text and prompt.
+        self._encoder_fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize)
+        self._fp = settings_key(self._encoder_fp, self.query_prompt, self.doc_prompt)
 
     def fingerprint(self) -> str:
         if self._fp is None:
@@ -91,7 +93,7 @@ class DenseTeacher(Teacher):
 
     def embed(self, texts: list[str], prompt: str, cache: Cache, what: str,
               reporter: Reporter = SILENT) -> np.ndarray:
-        key = settings_key(self.fingerprint(), what, prompt, len(texts), _texts_hash(texts))
+        key = settings_key(self._encoder_fp, what, prompt, len(texts), sha256_texts(texts))
         meta = {"model": self.model_spec, "model_path": str(self.model_path), "prompt": prompt,
                 "max_length": self.max_length, "normalize": self.normalize, "count": len(texts)}
         cached = cache.has_embeddings(key)
@@ -151,9 +153,3 @@ class DenseTeacher(Teacher):
         pick = np.sort(rng.choice(len(query_idx), size=min(sample, len(query_idx)), replace=False))
         exact_ids, _ = Teacher.search(self, query_idx[pick], k)
         return recall_at(ann_ids[pick], exact_ids)
-
-
-def _texts_hash(texts: list[str]) -> str:
-    from ..io import sha256_texts
-
-    return sha256_texts(texts)

@@ -1,0 +1,73 @@
+"""Embedding cache: a new threshold never re-encodes; a new model, prompt or file always does;
+a killed encode resumes at the first missing shard."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import hardneg
+from hardneg.cache import Cache
+from hardneg.fingerprint import default_model_path, folder_fingerprint
+
+
+def test_threshold_change_reuses_embeddings_model_change_does_not(scifact_slice, static_model, tmp_path):
+    cache = str(tmp_path / "cache")
+    small = scifact_slice.slice(10, extra_docs=60)
+    a = hardneg.mine(small, teacher="dense", filter="percpos:0.95", cache_dir=cache)
+    n_texts = small.num_docs + small.judged_queries().size
+    assert a.manifest["counts"]["encoded_texts"] == n_texts
+
+    b = hardneg.mine(small, teacher="dense", filter="margin:0.02", sampler="random", cache_dir=cache)
+    assert b.manifest["counts"]["encoded_texts"] == 0
+    assert b.manifest["counts"]["search_cache_hit"]
+    assert b.manifest["teacher"]["fingerprint"] == a.manifest["teacher"]["fingerprint"]
+
+    c = hardneg.mine(small, teacher=f"dense:{static_model}", cache_dir=cache)
+    assert c.manifest["counts"]["encoded_texts"] == n_texts
+    d = hardneg.mine(small, teacher="dense", doc_prompt="passage: ", cache_dir=cache)
+    assert d.manifest["counts"]["encoded_texts"] == small.num_docs  # queries' prompt unchanged
+    e = hardneg.mine(small, teacher="dense", max_length=64, cache_dir=cache)
+    assert e.manifest["counts"]["encoded_texts"] == n_texts
+
+
+def test_model_fingerprint_covers_every_file(static_model, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(static_model, copy)
+    before = folder_fingerprint(copy)
+    assert before == folder_fingerprint(static_model)  # content, not location
+    cfg = next(p for p in copy.rglob("*.json") if p.name != "config_sentence_transformers.json")
+    cfg.write_text(cfg.read_text() + " ")
+    assert folder_fingerprint(copy) != before
+    assert folder_fingerprint(default_model_path()) != before
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_encode_resumes_at_missing_shard(tmp_path):
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(50)]
+    calls: list[int] = []
+
+    def encode(batch):
+        calls.append(len(batch))
+        return np.array([[len(t), t.count("1"), hash(t) % 97] for t in batch], dtype=np.float32)
+
+    def dies_after_two(batch):
+        if len(calls) == 2:
+            raise Killed
+        return encode(batch)
+
+    cache = Cache(tmp_path)
+    with pytest.raises(Killed):
+        cache.embeddings("k", texts, dies_after_two, shard_size=8)
+    assert len(list((tmp_path / "embeddings" / "k").glob("shard-*.npy"))) == 2
+    resumed = Cache(tmp_path)
+    emb = resumed.embeddings("k", texts, encode, shard_size=8)
+    assert resumed.encoded_texts == 50 - 16  # only the missing shards
+    fresh = Cache(tmp_path / "fresh").embeddings("k", texts, encode, shard_size=8)
+    np.testing.assert_array_equal(emb, fresh)
+    assert not list((tmp_path / "embeddings" / "k").glob("shard-*.npy"))  # merged, shards removed

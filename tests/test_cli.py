@@ -1,0 +1,111 @@
+"""End-to-end through the CLI on a real SciFact slice: mine, rerun, stats, export, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from hardneg.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+def test_console_script_mines_a_real_slice(slice_dir, cache_dir, tmp_path):
+    """The installed `hardneg` command, as a user runs it."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hardneg.cli", "mine", "--dataset", str(slice_dir), "--teacher", "bm25",
+           "--filter", "percpos:0.95", "--num-negatives", "4", "--out", str(out), "--cache-dir", str(cache_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["candidates.parquet", "manifest.json", "negatives.parquet"]
+    neg = pq.read_table(out / "negatives.parquet")
+    assert neg.num_rows == 30
+    assert sum(len(x) for x in neg.column("negative_ids").to_pylist()) >= 0.95 * 30 * 4
+    assert "coverage" in proc.stdout
+
+
+def test_mine_rerun_stats_and_config(slice_dir, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["mine", "--dataset", str(slice_dir), "--teacher", "dense", "--filter", "percpos:0.95",
+            "--sampler", "top1+sampled", "--num-negatives", "3", "--out", str(out), "--cache-dir", str(cache_dir),
+            "--quiet"]
+    code, text = invoke(*args)
+    assert code == 0, text
+    first = json.loads((out / "manifest.json").read_text())
+    assert first["config"]["sampler"] == "top1+sampled" and first["teacher"]["model"] == "default"
+
+    # The same command again: the finished run is found, nothing is rewritten.
+    code, _ = invoke(*args)
+    assert code == 0
+    assert json.loads((out / "manifest.json").read_text())["created"] == first["created"]
+
+    # Other settings at the same place need --overwrite.
+    code, text = invoke(*args[:-1], "--seed", "9")
+    assert code == 2 and "already there" in text
+    code, text = invoke(*args, "--seed", "9", "--overwrite")
+    assert code == 0 and json.loads((out / "manifest.json").read_text())["seed"] == 9
+
+    code, text = invoke("stats", str(out), "--json")
+    assert code == 0, text
+    s = json.loads(text)
+    assert s["counts"]["queries"] == 30 and len(s["histograms"]["positives"]) == 10
+    assert sum(s["histograms"]["selected"]) == s["counts"]["selected"]
+    code, text = invoke("stats", str(out))
+    assert code == 0 and "score histogram" in text
+
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text(f"dataset: {slice_dir}\nteacher: bm25\nfilter: margin:0.5\nnum-negatives: 2\n"
+                   f"out: {tmp_path / 'run2'}\ncache_dir: {cache_dir}\n")
+    code, text = invoke("mine", "--config", str(cfg), "--quiet")
+    assert code == 0, text
+    m = json.loads((tmp_path / "run2" / "manifest.json").read_text())
+    assert m["filters"] == ["margin:0.5"] and m["config"]["num_negatives"] == 2
+
+
+def test_cli_errors_name_file_and_line(tmp_path, cache_dir):
+    root = tmp_path / "bad"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": "y"\n')
+    (root / "queries.jsonl").write_text('{"_id": "q", "text": "x?"}\n')
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    out = tmp_path / "run"
+    code, text = invoke("mine", "--dataset", str(root), "--teacher", "bm25", "--out", str(out),
+                        "--cache-dir", str(cache_dir))
+    assert code == 2
+    assert "corpus.jsonl:2: malformed JSON" in " ".join(text.split())
+    assert not out.exists() and not (tmp_path / ".run.partial").exists()
+    code, text = invoke("mine", "--dataset", str(root), "--teacher", "nope", "--out", str(out))
+    assert code == 2 and "unknown teacher" in text
+    code, text = invoke("mine", "--dataset", str(root), "--filter", "percpos:7", "--out", str(out))
+    assert code == 2 and "percpos" in text
+    code, text = invoke("stats", str(tmp_path / "missing"))
+    assert code == 2 and "run folder not found" in text
+
+
+def test_export_command(slice_dir, cache_dir, tmp_path):
+    out = tmp_path / "run"
+    code, text = invoke("mine", "--dataset", str(slice_dir), "--teacher", "bm25", "--out", str(out),
+                        "--cache-dir", str(cache_dir), "--quiet")
+    assert code == 0, text
+    code, text = invoke("export", str(out), "--format", "n-tuple", "--out", str(tmp_path / "t.parquet"), "--scores")
+    assert code == 0, text
+    table = pq.read_table(tmp_path / "t.parquet")
+    assert table.column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3", "negative_4", "score"]
+    code, text = invoke("export", str(out), "--format", "n-tuple", "--out", str(tmp_path / "t.parquet"))
+    assert code == 2 and "already exists" in text
+    code, text = invoke("export", str(out), "--format", "tevatron", "--out", str(tmp_path / "tev"))
+    assert code == 0 and (tmp_path / "tev" / "train.jsonl").exists() and (tmp_path / "tev" / "corpus.jsonl").exists()
+    code, text = invoke("export", str(out), "--format", "bogus", "--out", str(tmp_path / "x"))
+    assert code == 2 and "unknown format" in text
+    assert Path(tmp_path / "x").exists() is False
