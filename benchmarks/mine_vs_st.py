@@ -56,7 +56,8 @@ def st_child(data: Path, cache: Path, out: Path) -> None:
                               range_max=50, sampling_strategy="top", output_format="triplet",
                               batch_size=32, cache_folder=str(cache), verbose=False)
     text_to_id = {t: d for d, t in docs.items()}
-    qid = {t: q for q, t in queries.items()}
+    train_ids = {q for q, d, s in pairs if int(s) > 0}
+    qid = {t: q for q, t in queries.items() if q in train_ids}
     negs: dict[str, set[str]] = {}
     for row in res:
         negs.setdefault(qid[row["anchor"]], set()).add(text_to_id[row["negative"]])
@@ -98,7 +99,8 @@ def main() -> None:
     hn = {r["query_id"]: set(r["negative_ids"]) for r in run}
     st = {q: set(v) for q, v in json.loads((work / "st-negatives.json").read_text()).items()}
     both = sorted(set(hn) | set(st))
-    jac = [len(hn.get(q, set()) & st.get(q, set())) / max(1, len(hn.get(q, set()) | st.get(q, set()))) for q in both]
+    union = [q for q in both if hn.get(q) or st.get(q)]  # queries where either side found negatives
+    jac = [len(hn.get(q, set()) & st.get(q, set())) / len(hn.get(q, set()) | st.get(q, set())) for q in union]
     identical = sum(hn.get(q, set()) == st.get(q, set()) for q in both)
 
     print(f"\n### SciFact train mining, hardneg vs sentence-transformers ({date.today()})\n")
@@ -110,8 +112,9 @@ def main() -> None:
         w = results[f"st {phase}"][0] / results[f"hardneg {phase}"][0]
         m = results[f"hardneg {phase}"][1] / results[f"st {phase}"][1]
         print(f"\n{phase}: hardneg is {w:.2f}x ST's speed; hardneg peak RSS = {m:.2f}x ST's")
-    print(f"\nnegatives: mean Jaccard {sum(jac) / len(jac):.3f} over {len(both)} queries; identical sets "
-          f"{identical}/{len(both)}; hardneg coverage {manifest['counts']['coverage']:.3f}")
+    print(f"\nnegatives: mean Jaccard {sum(jac) / len(jac):.3f} over the {len(union)} queries where either side "
+          f"found negatives; identical sets {identical}/{len(both)} queries; hardneg coverage "
+          f"{manifest['counts']['coverage']:.3f}, ST {sum(map(len, st.values())) / (4 * len(hn)):.3f}")
     print(f"hardneg cold stage timings (s): {manifest['timings']}")
 
 
