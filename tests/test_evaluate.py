@@ -18,7 +18,7 @@ from hardneg.evaluate import Ranking, evaluate_ranking, fast_metrics
 
 def tiny(qrels: list[tuple[int, int, int]], n_docs: int = 6, n_queries: int = 3) -> Collection:
     qi, di, g = (np.array(x, dtype=np.int64) for x in zip(*qrels))
-    return Collection(np.array([f"d{i}" for i in range(n_docs)], dtype=object), [f"doc {i}" for i in range(n_docs)],
+    return Collection(np.array([f"d{i:02d}" for i in range(n_docs)], dtype=object), [f"doc {i}" for i in range(n_docs)],
                       np.array([f"q{i}" for i in range(n_queries)], dtype=object),
                       [f"query {i}" for i in range(n_queries)], Qrels(qi, di, g.astype(np.int32)))
 
@@ -48,7 +48,7 @@ def test_mrr_cutoff_and_identical_ids(tmp_path):
     col = tiny([(0, 5, 1)], n_docs=12, n_queries=1)
     col.doc_ids[0] = "q0"  # a document with the query's id: removed from the ranking (BEIR default)
     col.doc_ids = np.array(sorted(col.doc_ids), dtype=object)
-    pos_doc = int(np.nonzero(col.doc_ids == "d5")[0][0])
+    pos_doc = int(np.nonzero(col.doc_ids == "d05")[0][0])
     col.qrels = Qrels(np.array([0]), np.array([pos_doc]), np.array([1], dtype=np.int32))
     same = int(np.nonzero(col.doc_ids == "q0")[0][0])
     others = [i for i in range(12) if i not in (same, pos_doc)]

@@ -138,6 +138,43 @@ def export(
     out.print(f"wrote {path}")
 
 
+@app.command()
+def evaluate(
+    dataset: Annotated[str, Opt(help="BEIR folder or HF dataset with qrels")],
+    split: Annotated[str, Opt(help="qrels split")] = "test",
+    model: Annotated[str | None, Opt(help="sentence-transformers model path or id [default: packaged MiniLM]")] = None,
+    teacher: Annotated[str, Opt(help="dense | bm25 | hybrid")] = "dense",
+    measure: Annotated[list[str] | None, Opt(help="measure to report, repeatable (ndcg@10, recall@100, mrr@10, map@100, or any pytrec_eval name)")] = None,
+    depth: Annotated[int, Opt(help="documents retrieved per query")] = 1000,
+    per_query: Annotated[Path | None, Opt(help="write per-query scores (JSON lines) here")] = None,
+    cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
+    keep_identical_ids: Annotated[bool, Opt(help="keep documents whose id equals the query id")] = False,
+    batch_size: Annotated[int, Opt(help="encoding batch size")] = 32,
+    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
+    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+) -> None:
+    """Retrieve over the whole corpus and report nDCG@10, Recall@100, MRR@10 (pytrec_eval semantics)."""
+    from .evaluate import DEFAULT_MEASURES
+    from .evaluate import evaluate as evaluate_fn
+    from .progress import Reporter
+
+    measures = tuple(measure) if measure else DEFAULT_MEASURES
+    res = _call(evaluate_fn, dataset, split, model, teacher, measures, depth, cache_dir,
+                not keep_identical_ids, batch_size, reporter=Reporter(not (quiet or as_json)))
+    if per_query:
+        res.save_per_query(per_query)
+    if as_json:
+        print(json.dumps(res.as_json()))
+        return
+    t = Table(title=f"{dataset} [{split}] {teacher}{':' + model if model else ''}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in res.metrics.items():
+        t.add_row(k, f"{v:.4f}")
+    t.add_row("queries", str(res.queries))
+    out.print(t)
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -27,7 +27,7 @@ class MineConfig(BaseModel):
     corpus: str | None = Field(None, description="extra corpus file for a pairs dataset")
     query_column: str | None = None
     positive_column: str | None = None
-    teacher: str = Field("dense", description="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+    teacher: str = Field("dense", description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
     fusion: str = "rrf"
     filter_on: str | None = Field(None, description="teacher whose scores the filters use")
     filter: str = Field("percpos:0.95", description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")

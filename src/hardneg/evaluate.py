@@ -143,25 +143,25 @@ def fast_metrics(col: Collection, ranking: Ranking, ndcg_k: int = 10, recall_k: 
     row_of = np.full(col.query_ids.size, -1, dtype=np.int64)
     row_of[ranking.query_idx] = np.arange(nq)
     judged = np.unique(pos.query_idx)
-    grade_lookup = {}
-    keys = (row_of[pos.query_idx] * nd + pos.doc_idx)
-    valid_keys = row_of[pos.query_idx] >= 0
-    grade_lookup = dict(zip(keys[valid_keys].tolist(), pos.grade[valid_keys].tolist()))
+    rows = row_of[pos.query_idx]
+    covered_pos = rows >= 0
+    rows, pdocs, grades = rows[covered_pos], pos.doc_idx[covered_pos], pos.grade[covered_pos].astype(np.float64)
+    # Gain of each ranked document: look (row, doc) up among the positives' sorted keys.
+    keys = rows * nd + pdocs
+    o = np.argsort(keys)
+    sorted_keys, sorted_grades = keys[o], grades[o]
     flat = (np.arange(nq)[:, None] * nd + np.maximum(d, 0)).ravel()
-    sorted_keys = np.array(sorted(grade_lookup), dtype=np.int64)
-    sorted_grades = np.array([grade_lookup[k] for k in sorted_keys], dtype=np.float64)
-    idx = np.searchsorted(sorted_keys, flat) if sorted_keys.size else np.zeros(flat.size, dtype=np.int64)
-    idx = np.minimum(idx, max(sorted_keys.size - 1, 0))
-    hit = (sorted_keys[idx] == flat) if sorted_keys.size else np.zeros(flat.size, dtype=bool)
-    gains = np.where(hit, sorted_grades[idx] if sorted_keys.size else 0.0, 0.0).reshape(d.shape) * kept
-    n_rel = np.bincount(row_of[pos.query_idx][valid_keys], minlength=nq).astype(np.float64)
+    gains = np.zeros(flat.size)
+    if sorted_keys.size:
+        idx = np.minimum(np.searchsorted(sorted_keys, flat), sorted_keys.size - 1)
+        gains = np.where(sorted_keys[idx] == flat, sorted_grades[idx], 0.0)
+    gains = gains.reshape(d.shape) * kept
+    n_rel = np.bincount(rows, minlength=nq).astype(np.float64)
     k = min(ndcg_k, d.shape[1])
     disc = 1.0 / np.log2(np.arange(2, ndcg_k + 2))
     dcg = (gains[:, :k] * disc[:k]).sum(axis=1)
     # Ideal DCG from all positives of each query, grades sorted descending.
     ideal = np.zeros((nq, ndcg_k))
-    rows = row_of[pos.query_idx][valid_keys]
-    grades = pos.grade[valid_keys].astype(np.float64)
     o = np.lexsort((-grades, rows))
     rows, grades = rows[o], grades[o]
     starts = np.searchsorted(rows, np.arange(nq))
@@ -174,9 +174,8 @@ def fast_metrics(col: Collection, ranking: Ranking, ndcg_k: int = 10, recall_k: 
     recall = np.divide(rel[:, :recall_k].sum(axis=1), n_rel, out=np.zeros(nq), where=n_rel > 0)
     first = np.argmax(rel[:, :mrr_k], axis=1)
     mrr = np.where(rel[:, :mrr_k].any(axis=1), 1.0 / (first + 1), 0.0)
-    covered = np.isin(judged, ranking.query_idx)
-    denom = judged.size
-    pick = row_of[judged[covered]]
+    pick = row_of[judged[np.isin(judged, ranking.query_idx)]]
+    denom = max(judged.size, 1)
     return {"ndcg@10" if ndcg_k == 10 else f"ndcg@{ndcg_k}": float(ndcg[pick].sum() / denom),
             "recall@100" if recall_k == 100 else f"recall@{recall_k}": float(recall[pick].sum() / denom),
             "mrr@10" if mrr_k == 10 else f"mrr@{mrr_k}": float(mrr[pick].sum() / denom)}

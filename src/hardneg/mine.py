@@ -36,7 +36,9 @@ def build_teacher(cfg: MineConfig) -> Teacher:
     for i, (kind, model) in enumerate(teacher_members(cfg.teacher)):
         name = kind if not any(m.name == kind for m in members) else f"{kind}{i + 1}"
         if kind == "bm25":
-            members.append(BM25Teacher(name=name))
+            if model not in (None, "stem"):
+                raise ConfigError(f"unknown bm25 option '{model}' (use bm25 or bm25:stem)")
+            members.append(BM25Teacher(stemmer="english" if model == "stem" else None, name=name))
         else:
             members.append(DenseTeacher(model, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
                                         batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
@@ -76,9 +78,12 @@ def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | 
     elif isinstance(config, MineConfig):
         base = config.model_dump(exclude_unset=True)
     collection = dataset if isinstance(dataset, Collection) else None
-    if dataset is not None:
-        base["dataset"] = (str(dataset.source.get("path", "<collection>")) if collection is not None
-                           else dataset if isinstance(dataset, str | Path) else repr(dataset))
+    if collection is not None:
+        base["dataset"] = str(collection.source.get("path", "<collection>"))
+        if collection.source.get("split"):
+            base["split"] = collection.source["split"]
+    elif dataset is not None:
+        base["dataset"] = dataset if isinstance(dataset, str | Path) else repr(dataset)
     base.update({k: v for k, v in options.items() if v is not None})
     if "dataset" not in base:
         raise ConfigError("no dataset given")

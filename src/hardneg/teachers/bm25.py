@@ -14,10 +14,12 @@ from .base import Teacher
 
 
 class BM25Teacher(Teacher):
-    """Lexical teacher: bm25s (Lucene BM25, k1=1.5, b=0.75), English stop words and Snowball stemming."""
+    """Lexical teacher: bm25s (Lucene BM25, k1=1.5, b=0.75) with English stop words. No stemming by
+    default, which reproduces the published BM25 figure on SciFact (0.662 vs BEIR's 0.665);
+    ``stemmer="english"`` (teacher ``bm25:stem``) adds Snowball stemming (0.686 there)."""
 
     def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene",
-                 stemmer: str | None = "english", stopwords: str | None = "en", name: str = "bm25"):
+                 stemmer: str | None = None, stopwords: str | None = "en", name: str = "bm25"):
         self.k1, self.b, self.method, self.stemmer, self.stopwords, self.name = k1, b, method, stemmer, stopwords, name
         self._fp: str | None = None
 
