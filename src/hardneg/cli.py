@@ -175,6 +175,75 @@ def evaluate(
     out.print(t)
 
 
+@app.command()
+def train(
+    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`")],
+    out_dir: Annotated[str, Opt("--out", help="folder for the trained model")],
+    model: Annotated[str | None, Opt(help="base model path or id [default: packaged MiniLM]")] = None,
+    dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
+    loss: Annotated[str, Opt(help="mnrl | mnrl-hn | cached-mnrl | gist | gist-scores | margin-mse | kl")] = "mnrl-hn",
+    num_negatives: Annotated[int | None, Opt(help="use the first k mined negatives [default: all]")] = None,
+    batch_size: Annotated[int, Opt(help="batch size")] = 32,
+    epochs: Annotated[float, Opt(help="epochs")] = 1.0,
+    max_steps: Annotated[int, Opt(help="stop after this many steps (overrides epochs)")] = -1,
+    learning_rate: Annotated[float, Opt(help="learning rate")] = 2e-5,
+    max_length: Annotated[int | None, Opt(help="token limit for queries and documents")] = None,
+    guide: Annotated[str | None, Opt(help="guide model for --loss gist")] = None,
+    hardness_strength: Annotated[float, Opt(help="hardness weighting of mined negatives (MNRL family)")] = 0.0,
+    seed: Annotated[int, Opt(help="seed")] = 0,
+    overwrite: Annotated[bool, Opt(help="replace a model trained with other settings")] = False,
+    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+) -> None:
+    """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
+    from .runs import Run
+    from .train import train as train_fn
+
+    run = _call(Run.load, negatives)
+    if dataset is not None and str(Path(dataset).resolve()) != str(Path(run.manifest["config"]["dataset"]).resolve()):
+        _fail(f"{negatives}: was mined from {run.manifest['config']['dataset']}, not {dataset}")
+    path = _call(train_fn, run, out_dir, model, overwrite, not quiet, loss=loss, num_negatives=num_negatives,
+                 batch_size=batch_size, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
+                 max_length=max_length, guide=guide, hardness_strength=hardness_strength, seed=seed)
+    out.print(f"model saved to {path}")
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, Opt(help="experiment YAML (variants, seeds, budget)")],
+    out_dir: Annotated[Path | None, Opt("--out", help="experiment folder [default: runs/<name>]")] = None,
+    quick: Annotated[bool, Opt(help="CI-sized: slices of the data, 3 training steps, one seed")] = False,
+    variants: Annotated[str | None, Opt(help="comma-separated variant names to run (and the baseline)")] = None,
+    cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
+    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+) -> None:
+    """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
+    from .experiment import ExperimentConfig, run_experiment
+    from .progress import Reporter
+
+    cfg = _call(ExperimentConfig.from_file, config)
+    if cache_dir:
+        cfg.cache_dir = cache_dir
+    folder = out_dir or Path("runs") / (cfg.name + ("-quick" if quick else ""))
+    only = [v.strip() for v in variants.split(",")] if variants else None
+    results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only)
+    from .experiment import results_markdown
+
+    print(results_markdown(results))
+    print(f"results in {folder}/results.md and results.json")
+
+
+@app.command()
+def report(
+    exp_dir: Annotated[Path, typer.Argument(help="experiment folder")],
+    out_path: Annotated[Path | None, Opt("--out", help="HTML file [default: EXP_DIR/report.html]")] = None,
+) -> None:
+    """Write one self-contained HTML report for an experiment."""
+    from .report import report as report_fn
+
+    path = _call(report_fn, exp_dir, out_path)
+    out.print(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -197,12 +197,13 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
 
     col = load(dataset, split)
     spec = teacher if teacher != "dense" or not model else f"dense:{model}"
-    cfg = MineConfig(dataset=str(dataset), split=split, teacher=spec, batch_size=batch_size,
+    name = str(dataset) if isinstance(dataset, str | Path) else str(col.source.get("path", "<collection>"))
+    cfg = MineConfig(dataset=name, split=split, teacher=spec, batch_size=batch_size,
                      max_length=max_length, query_prompt=query_prompt, doc_prompt=doc_prompt)
     t = build_teacher(cfg)
     q_idx = col.judged_queries()
     t.prepare(col, q_idx, Cache(env_cache_dir(cache_dir)), reporter or SILENT)
     ids, scores = t.search(q_idx, min(depth, col.num_docs), reporter or SILENT)
     result = evaluate_ranking(col, Ranking(q_idx, ids, scores), measures, ignore_identical_ids)
-    result.details = {"dataset": str(dataset), "split": split, "teacher": t.describe(), "depth": depth}
+    result.details = {"dataset": name, "split": split, "teacher": t.describe(), "depth": depth}
     return result

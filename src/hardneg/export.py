@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .io import atomic_write, publish_dir
 from .runs import Run
 
-ST_FORMATS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+ST_FORMATS = ("pair", "triplet", "n-tuple", "labeled-pair", "labeled-list")
 FORMATS = (*ST_FORMATS, "flagembedding", "tevatron")
 
 
@@ -68,6 +68,11 @@ def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collecti
     n_pos = np.bincount(pos_par, minlength=len(qids))
     n_neg = np.bincount(neg_par, minlength=len(qids))
     anchors_all = np.asarray(texts.queries(qids), dtype=object)
+    if fmt == "pair":  # (anchor, positive) for in-batch-only training
+        cols = {"anchor": list(anchors_all[pos_par]), "positive": texts.docs(pos_ids)}
+        if with_scores:
+            cols["score"] = pos_sc
+        return pa.table(cols)
     if fmt == "triplet":
         a, b = _ragged_cross(n_pos, n_neg)
         cols = {"anchor": anchors_all[pos_par[a]], "positive": texts.docs(pos_ids[a]), "negative": texts.docs(neg_ids[b])}

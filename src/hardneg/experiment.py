@@ -1,0 +1,251 @@
+"""experiment(): mining variants -> mine -> train -> evaluate, N seeds each, one budget for all.
+
+Every cell (variant x seed) is cached in the experiment folder and skipped when done, so a grid
+can be run over several sittings. Results carry mean +- std, deltas against the base model and a
+baseline variant, and a paired randomisation test on per-query nDCG@10."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from .data import Collection, load
+from .errors import ConfigError
+from .evaluate import Evaluation, evaluate
+from .io import write_json, write_text
+from .mine import mine
+from .progress import SILENT, Reporter
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+class Budget(BaseModel):
+    """The same training budget for every cell."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = 32
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_length: int | None = None
+
+
+class Variant(BaseModel):
+    """One mining choice. ``kind: st`` is the outside baseline: sentence-transformers'
+    ``mine_hard_negatives(relative_margin, num_negatives, range_max)`` then the same loss."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["hardneg", "st"] = "hardneg"
+    loss: str = "mnrl-hn"
+    mine: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = None
+    st: dict[str, Any] = Field(default_factory=lambda: {"relative_margin": 0.05, "num_negatives": 4, "range_max": 50})
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "experiment"
+    dataset: str
+    train_split: str = "train"
+    test_split: str = "test"
+    base_model: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baseline: str | None = None
+    budget: Budget = Field(default_factory=Budget)
+    variants: list[Variant]
+    cache_dir: str | None = None
+    permutations: int = 10000
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ExperimentConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: experiment file not found")
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if isinstance(data.get("dataset"), str) and not Path(data["dataset"]).is_absolute():
+            cand = (p.parent / data["dataset"]).resolve()
+            data["dataset"] = str(cand) if cand.exists() else data["dataset"]
+        return cls(**data)
+
+
+def paired_randomisation(a: np.ndarray, b: np.ndarray, n: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value of mean(a - b) under random sign flips of the per-query differences."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size == 0 or not np.any(d):
+        return 1.0
+    obs = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, n, 1000):
+        signs = rng.choice([-1.0, 1.0], size=(min(1000, n - start), d.size))
+        hits += int((np.abs((signs * d).mean(axis=1)) >= obs - 1e-12).sum())
+    return (hits + 1) / (n + 1)
+
+
+def _quick(cfg: ExperimentConfig) -> ExperimentConfig:
+    """CI-sized: tiny budget, one seed."""
+    small = cfg.model_copy(deep=True)
+    small.budget = Budget(batch_size=8, max_steps=3, max_length=64, learning_rate=1e-4, warmup_ratio=0.0)
+    small.seeds = [0]
+    small.permutations = 500
+    for v in small.variants:
+        v.seeds = None
+    return small
+
+
+def _load_eval(cell: Path) -> Evaluation | None:
+    m = cell / "metrics.json"
+    if not m.exists():
+        return None
+    metrics = json.loads(m.read_text())
+    per_query: dict[str, dict[str, float]] = {k: {} for k in METRICS}
+    for line in (cell / "per_query.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        for k in METRICS:
+            per_query[k][r["query_id"]] = r[k]
+    return Evaluation({k: metrics[k] for k in METRICS}, per_query, metrics["queries"])
+
+
+def _evaluate_cell(cell: Path, test: Collection, model: str | None, cfg: ExperimentConfig,
+                   reporter: Reporter) -> Evaluation:
+    done = _load_eval(cell)
+    if done is not None:
+        return done
+    ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+    ev.save_per_query(cell / "per_query.jsonl")
+    write_json(cell / "metrics.json", ev.as_json())  # written last: marks the cell done
+    return ev
+
+
+def _st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: Path) -> pa.Table:
+    """The ST recipe's n-tuples, cached as parquet in the variant folder."""
+    if path.exists():
+        return pq.read_table(path)
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from .fingerprint import resolve_model
+
+    pos = train.positives()
+    ds = Dataset.from_dict({"anchor": [train.query_texts[i] for i in pos.query_idx],
+                            "positive": [train.doc_texts[i] for i in pos.doc_idx]})
+    model = SentenceTransformer(resolve_model(cfg.base_model))
+    res = mine_hard_negatives(ds, model, corpus=list(train.doc_texts), output_format="n-tuple",
+                              sampling_strategy="top", batch_size=64, verbose=False,
+                              cache_folder=str(path.parent / "st-cache"), **variant.st)
+    table = res.data.table if hasattr(res, "data") else pa.Table.from_pylist(res.to_list())
+    table = pa.table({c: table.column(c) for c in table.column_names})
+    pq.write_table(table, path)
+    return table
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
+                   reporter: Reporter = SILENT, only: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) every cell and write results.json and results.md into ``out``.
+    ``only`` restricts the run to some variants (the baseline is kept if it was set)."""
+    from .train import TrainConfig, train, train_table
+
+    if quick:
+        cfg = _quick(cfg)
+    if only:
+        unknown = set(only) - {v.name for v in cfg.variants}
+        if unknown:
+            raise ConfigError(f"unknown variant(s): {', '.join(sorted(unknown))}")
+        keep = set(only) | ({cfg.baseline} if cfg.baseline else set())
+        cfg = cfg.model_copy(update={"variants": [v for v in cfg.variants if v.name in keep]})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "experiment.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    train_col = load(cfg.dataset, cfg.train_split)
+    test_col = load(cfg.dataset, cfg.test_split)
+    if quick:
+        train_col = train_col.slice(40, extra_docs=200)
+        test_col = test_col.slice(30, extra_docs=200)
+    names = [v.name for v in cfg.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError("variant names must be distinct")
+    if cfg.baseline is not None and cfg.baseline not in names:
+        raise ConfigError(f"baseline '{cfg.baseline}' is not a variant ({', '.join(names)})")
+
+    base = _evaluate_cell(out / "base", test_col, cfg.base_model, cfg, reporter)
+    cells: dict[str, list[Evaluation]] = {}
+    for v in cfg.variants:
+        vdir = out / "variants" / v.name
+        budget = cfg.budget.model_dump()
+        if v.kind == "hardneg":
+            options = {"cache_dir": cfg.cache_dir, **v.mine}
+            run = mine(train_col, out=str(vdir / "run"), reporter=reporter, **options)
+        for seed in v.seeds or cfg.seeds:
+            cell = vdir / f"seed-{seed}"
+            if _load_eval(cell) is None:
+                model_dir = cell / "model"
+                tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **budget)
+                if v.kind == "hardneg":
+                    train(run, model_dir, overwrite=True, progress=reporter.enabled, **tcfg)
+                else:
+                    table_path = vdir / "st-ntuple.parquet"
+                    table = _st_table(train_col, v, cfg, table_path)
+                    tc = TrainConfig(negatives=str(table_path), out=str(model_dir), **tcfg)
+                    train_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
+                                overwrite=True, progress=reporter.enabled)
+                _evaluate_cell(cell, test_col, str(model_dir), cfg, reporter)
+            cells.setdefault(v.name, []).append(_load_eval(cell))  # type: ignore[arg-type]
+    results = summarise(cfg, base, cells)
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", results_markdown(results))
+    return results
+
+
+def _per_query_mean(evals: list[Evaluation], metric: str = "ndcg@10") -> tuple[list[str], np.ndarray]:
+    qids = sorted(evals[0].per_query[metric])
+    return qids, np.mean([[e.per_query[metric][q] for q in qids] for e in evals], axis=0)
+
+
+def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]]) -> dict[str, Any]:
+    """Mean +- std per variant, deltas vs base and baseline, paired randomisation p-values."""
+    qids, base_pq = _per_query_mean([base])
+    rows = []
+    baseline_pq = _per_query_mean(cells[cfg.baseline])[1] if cfg.baseline else None
+    baseline_mean = float(np.mean([e.metrics["ndcg@10"] for e in cells[cfg.baseline]])) if cfg.baseline else None
+    for name, evals in cells.items():
+        row: dict[str, Any] = {"variant": name, "seeds": len(evals)}
+        for m in METRICS:
+            vals = np.array([e.metrics[m] for e in evals])
+            row[m] = float(vals.mean())
+            row[f"{m}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+        pq_mean = _per_query_mean(evals)[1]
+        row["delta_base"] = row["ndcg@10"] - base.metrics["ndcg@10"]
+        row["p_vs_base"] = paired_randomisation(pq_mean, base_pq, cfg.permutations)
+        if baseline_pq is not None and baseline_mean is not None:
+            row["delta_baseline"] = row["ndcg@10"] - baseline_mean
+            row["p_vs_baseline"] = paired_randomisation(pq_mean, baseline_pq, cfg.permutations)
+        rows.append(row)
+    return {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
+            "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows}
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = [f"### {results['name']}: {results['dataset']} [{results['test_split']}], {results['queries']} queries",
+             "", f"Base model: nDCG@10 {results['base']['ndcg@10']:.4f}, R@100 {results['base']['recall@100']:.4f}, "
+             f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}.", "",
+             "| variant | seeds | nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["variants"]:
+        def ms(m: str) -> str:
+            return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
+        lines.append(f"| {r['variant']} | {r['seeds']} | {ms('ndcg@10')} | {ms('recall@100')} | {ms('mrr@10')} | "
+                     f"{r['delta_base']:+.4f} | {r['p_vs_base']:.3f} | "
+                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} |")
+    lines.append("")
+    lines.append("p: paired randomisation test on per-query nDCG@10 (averaged over seeds), two-sided.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""train(): a run folder + a base model -> a fine-tuned sentence-transformers model folder."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError, RunError
+from ..export import st_table
+from ..fingerprint import folder_fingerprint, resolve_model, settings_key
+from ..io import publish_dir, write_json
+from ..runs import Run
+from .losses import LOSSES, WITH_LABELS, WITH_NEGATIVES, build_loss
+
+MANIFEST = "hardneg_train.json"
+
+
+class TrainConfig(BaseModel):
+    """How to fine-tune. Equal configs on the same run and base model give the same model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negatives: str = Field(description="run folder from `hardneg mine`")
+    out: str
+    model: str | None = Field(None, description="base model path or id [default: packaged MiniLM]")
+    loss: str = "mnrl-hn"
+    num_negatives: int | None = Field(None, ge=1, description="use the first k mined negatives [default: all]")
+    batch_size: int = Field(32, ge=2)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="stop after this many steps (overrides epochs)")
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    max_length: int | None = Field(None, ge=8, description="token limit for queries and documents")
+    guide: str | None = Field(None, description="guide model for gist / cached-gist")
+    hardness_strength: float = 0.0
+    mini_batch_size: int = Field(16, ge=1)
+
+    def fingerprint_settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"out", "negatives"})
+
+
+def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.Table:
+    """The columns ``loss`` expects, built from the run: pairs for in-batch MNRL; n-tuples (queries
+    with every negative; each positive its own row) for the others, with score labels for distillation."""
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
+    if loss not in WITH_NEGATIVES:
+        return st_table(run, "pair")
+    table = st_table(run, "n-tuple", with_scores=loss in WITH_LABELS)
+    n = int(run.manifest["config"]["num_negatives"])
+    k = min(num_negatives or n, n)
+    keep = ["anchor", "positive"] + [f"negative_{i + 1}" for i in range(k)]
+    if loss in WITH_LABELS:
+        scores = np.array(table.column("score").to_pylist(), dtype=np.float64)[:, : k + 1]
+        label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, gist-scores: raw
+        return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
+    return table.select(keep)
+
+
+def train(negatives: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
+          progress: bool = True, **options: Any) -> Path:
+    """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
+    ``out`` with ``hardneg_train.json`` (the run it used, every setting, timings). Batches never
+    hold the same text twice (sentence-transformers' NO_DUPLICATES sampler). A GPU is used when
+    present. A finished model with the same settings at ``out`` is returned as it is."""
+    run = negatives if isinstance(negatives, Run) else Run.load(negatives)
+    cfg = TrainConfig(negatives=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
+    source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
+              "config": run.manifest["config"]}
+    return train_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
+
+
+def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
+                progress: bool = True) -> Path:
+    """Train on the table ``make_table()`` returns (built only when training is needed);
+    ``source`` says where the rows came from and goes into the manifest and the cache key."""
+    import datasets
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    base_path = resolve_model(cfg.model)
+    key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
+                       folder_fingerprint(base_path), metadata.version("hardneg"))
+    out = Path(cfg.out)
+    done = out / MANIFEST
+    if done.exists() and not overwrite:
+        import json
+
+        if json.loads(done.read_text()).get("fingerprint") == key:
+            return out
+        raise RunError(f"{out}: a model trained with other settings is there (use --overwrite)")
+
+    t0 = time.perf_counter()
+    table = make_table()
+    if table.num_rows < 2:
+        raise ConfigError(f"only {table.num_rows} training rows for loss '{cfg.loss}'")
+    student = SentenceTransformer(base_path)
+    full_length = student.max_seq_length
+    if cfg.max_length:
+        student.max_seq_length = cfg.max_length
+    guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
+    loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
+        logging_steps=10, disable_tqdm=not progress)
+    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
+    result = trainer.train()
+    shutil.rmtree(staging / "_trainer", ignore_errors=True)
+    student.max_seq_length = full_length  # a shorter training length is a training economy only
+    student.save(str(staging))
+    write_json(staging / MANIFEST, {
+        "fingerprint": key,
+        "config": cfg.model_dump(),
+        "base_model_path": base_path,
+        "run": source,
+        "train_rows": table.num_rows,
+        "columns": table.column_names,
+        "steps": int(result.global_step),
+        "train_loss": float(result.training_loss),
+        "device": str(student.device),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
+    })
+    publish_dir(staging, out, overwrite=True)
+    return out

@@ -1,0 +1,106 @@
+"""Training on mined negatives, the guided loss, and the experiment loop end to end (--quick)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import hardneg
+from hardneg.cli import app
+from hardneg.experiment import paired_randomisation
+from hardneg.train import training_table
+from hardneg.train.guided import GuidedInfoNCELoss
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(scifact_slice, cache_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("trainrun") / "run"
+    return hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, out=str(out), cache_dir=str(cache_dir))
+
+
+def test_training_tables(run):
+    assert training_table(run, "mnrl").column_names == ["anchor", "positive"]
+    assert training_table(run, "mnrl-hn", 2).column_names == ["anchor", "positive", "negative_1", "negative_2"]
+    mm = training_table(run, "margin-mse")
+    labels = np.array(mm.column("label").to_pylist())
+    assert labels.shape[1] == 3
+    kl = np.array(training_table(run, "kl").column("label").to_pylist())
+    assert kl.shape[1] == 4
+    np.testing.assert_allclose(labels, kl[:, :1] - kl[:, 1:], rtol=1e-5, atol=1e-5)
+    assert (np.diff(kl[:, 1:], axis=1) <= 1e-6).all()  # top sampler: negatives by rank, scores falling
+
+
+def test_guided_loss_masks_what_the_guide_ranks_above_the_positive(static_model):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(static_model)
+    texts = [["cell biology", "heart disease"], ["cells and tissue", "cardiac risk"], ["brain", "liver"]]
+    feats = [model.tokenize(col) for col in texts]  # anchor, positive, one negative; batch of 2
+    labels = torch.tensor([[0.5, 0.9], [0.5, 0.1]])  # row 0's negative scores above its positive
+    loss = GuidedInfoNCELoss(model, use_scores=True)
+    value = loss(feats, labels)
+    assert loss.masked_fraction == pytest.approx(1 / 8)  # one of 2 x 4 candidates
+    plain = GuidedInfoNCELoss(model, use_scores=True)(feats, torch.tensor([[0.9, 0.1], [0.9, 0.1]]))
+    assert value.item() != pytest.approx(plain.item())
+    guided = GuidedInfoNCELoss(model, guide=model)
+    guided(feats)
+    assert 0.0 <= guided.masked_fraction < 1.0
+
+
+def test_train_cli_saves_a_model_linked_to_its_run(run, tmp_path):
+    out = tmp_path / "model"
+    res = runner.invoke(app, ["train", "--negatives", str(run.path), "--out", str(out), "--loss", "mnrl-hn",
+                              "--batch-size", "8", "--max-steps", "2", "--max-length", "64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "hardneg_train.json").read_text())
+    assert manifest["run"]["config_fingerprint"] == run.manifest["config_fingerprint"]
+    assert manifest["steps"] == 2 and manifest["train_rows"] > 0
+    from sentence_transformers import SentenceTransformer
+
+    m = SentenceTransformer(str(out))
+    assert m.max_seq_length == 256  # the short length was for training only
+    assert m.encode(["a query"]).shape == (1, 384)
+
+
+def test_paired_randomisation():
+    rng = np.random.default_rng(0)
+    a = rng.random(200)
+    assert paired_randomisation(a, a) == 1.0
+    assert paired_randomisation(a + 0.05, a, 2000) < 0.01
+    assert paired_randomisation(a + rng.normal(0, 0.01, 200), a, 2000) > 0.01
+
+
+def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
+    cfg = tmp_path / "exp.yaml"
+    shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
+    text = cfg.read_text().replace("../../shared/data/scifact", str((ROOT.parent / "shared" / "data" / "scifact")))
+    cfg.write_text(text)
+    out = tmp_path / "exp"
+    res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
+                              "--cache-dir", str(cache_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    names = [r["variant"] for r in results["variants"]]
+    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos"]
+    for r in results["variants"]:
+        assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0
+    assert (out / "results.md").read_text().count("\n| ") == 7
+    done = {p: p.stat().st_mtime_ns for p in out.glob("variants/*/seed-*/metrics.json")}
+    assert len(done) == 6
+    res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
+                              "--cache-dir", str(cache_dir), "--quiet"])
+    assert res.exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # resumed: no cell redone
+    res = runner.invoke(app, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") == 6 and "st-recipe" in page and "<script" not in page
