@@ -99,7 +99,7 @@ def faiss_pool(corpus: np.ndarray, queries: np.ndarray, k: int, kind: str, seed:
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(xb)
-        index.nprobe = max(1, min(nlist, nlist // 8 + 1))
+        index.nprobe = min(nlist, max(8, nlist // 8))
     else:
         raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf)")
     index.add(xb)
