@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,3 @@ class Cache:
 
     def save_arrays(self, kind: str, key: str, **arrays: np.ndarray) -> None:
         write_npz(self.array_path(kind, key), **arrays)
-
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
