@@ -65,3 +65,8 @@ def static_model(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("static-model")
     model.save(str(out))
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def cranfield_dir() -> Path:
+    return shared("cranfield")

@@ -90,12 +90,31 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     names = [r["variant"] for r in results["variants"]]
-    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos"]
+    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos",
+                     "st-recipe-len256"]
     for r in results["variants"]:
-        assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0
-    assert (out / "results.md").read_text().count("\n| ") == 7
+        assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0 and 0.0 <= r["dev_ndcg@10"] <= 1.0
+        assert r["train_seconds"] > 0
+    assert (out / "results.md").read_text().count("\n| ") == 8
+    # The best variant is chosen on dev (held-out train queries), never on test; it and the baseline get
+    # the extra seeds, and no dev query is ever trained on.
+    chosen = results["dev"]["selected"]
+    dev_scores = {r["variant"]: json.loads((out / "variants" / r["variant"] / "seed-0" / "dev_metrics.json")
+                                           .read_text())["ndcg@10"]
+                  for r in results["variants"] if r["variant"] not in ("st-recipe", "st-recipe-len256")}
+    assert chosen == max(dev_scores, key=lambda k: dev_scores[k])
+    assert {r["variant"]: r["seeds"] for r in results["variants"] if r["seeds"] == 2} == {chosen: 2, "st-recipe": 2}
+    dev_ids = {json.loads(x)["query_id"] for x in (out / "base" / "dev_per_query.jsonl").read_text().splitlines()}
+    test_ids = {json.loads(x)["query_id"] for x in (out / "base" / "per_query.jsonl").read_text().splitlines()}
+    assert len(dev_ids) == 10 and not dev_ids & test_ids
+    from hardneg.runs import Run
+
+    for name in dev_scores:
+        run = Run.load(out / "variants" / name / "run")
+        trained = set(run.negatives.column("query_id").to_pylist())
+        assert trained and not trained & dev_ids
     done = {p: p.stat().st_mtime_ns for p in out.glob("variants/*/seed-*/metrics.json")}
-    assert len(done) == 6
+    assert len(done) == 9
     res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
                               "--cache-dir", str(cache_dir), "--quiet"])
     assert res.exit_code == 0
@@ -104,3 +123,24 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert res.exit_code == 0, res.output
     page = (out / "report.html").read_text()
     assert page.count("<svg") == 6 and "st-recipe" in page and "<script" not in page
+
+
+def test_training_batches_never_repeat_a_query_or_document_id(run):
+    """The trainer's NO_DUPLICATES sampler compares texts; one id has one text, so no id repeats in
+    a batch. Checked by id, on a table where rows do share ids (the check could fail)."""
+    import datasets
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+
+    col = run.collection()
+    qid = dict(zip(col.query_texts, col.query_ids.tolist()))
+    did = dict(zip(col.doc_texts, col.doc_ids.tolist()))
+    table = training_table(run, "mnrl-hn")
+    rows = [[qid[r["anchor"]]] + [did[r[c]] for c in table.column_names[1:]] for r in table.to_pylist()]
+    _, counts = np.unique(np.concatenate(rows), return_counts=True)
+    assert counts.max() > 1  # ids are shared between rows: a naive sampler would repeat them
+    sampler = NoDuplicatesBatchSampler(datasets.Dataset(table), batch_size=8, drop_last=False, seed=0)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+    for b in batches:
+        ids = [x for i in b for x in rows[i]]
+        assert len(ids) == len(set(ids)), b

@@ -36,50 +36,132 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
 
 
+# Options shared by `mine` and `audit` (one definition, one help text).
+TeacherOpt = Annotated[str | None, Opt(help="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL] [default: dense]")]
+FilterOpt = Annotated[str | None, Opt("--filter", help="none | cascade | percpos:0.95 | margin:0.05 | maxscore:S | "
+                                      "minscore:S | near_duplicate:0.5 | near_positive:auto|C, join with + "
+                                      "[default: percpos:0.95]")]
+SamplerOpt = Annotated[str | None, Opt(help="top | window:10-100 | random[:A-B] | simans[:a=,b=] | top1+sampled "
+                                       "[default: top]")]
+NumNegOpt = Annotated[int | None, Opt(help="negatives per query [default: 4]")]
+DepthOpt = Annotated[int | None, Opt(help="non-positive candidates considered per query [default: 100]")]
+MaxDepthOpt = Annotated[int | None, Opt(help="re-search queries left short by the filters to this depth "
+                                        "[default: 1000]")]
+FloorOpt = Annotated[int | None, Opt(help="positive-aware rules use max(s+, score at this rank); 0 = off "
+                                     "[default: 10 for BM25, off for dense]")]
+SeedOpt = Annotated[int | None, Opt(help="seed for every random choice [default: 0]")]
+CacheOpt = Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")]
+SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf [default: exact]")]
+FusionOpt = Annotated[str | None, Opt(help="hybrid fusion: rrf | minmax | zscore [default: rrf]")]
+FilterOnOpt = Annotated[str | None, Opt(help="teacher whose scores the filters use (hybrid: first dense)")]
+QPromptOpt = Annotated[str | None, Opt(help="prompt prepended to queries (dense)")]
+DPromptOpt = Annotated[str | None, Opt(help="prompt prepended to documents (dense)")]
+MaxLenOpt = Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")]
+BatchOpt = Annotated[int | None, Opt(help="encoding batch size [default: 32]")]
+DeviceOpt = Annotated[str | None, Opt(help="torch device [default: auto]")]
+QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candidates closer to a positive than this "
+                                          "quantile of positive-to-positive cosines [default: 0.2]")]
+NearModelOpt = Annotated[str | None, Opt(help="embedding model for near_positive when the teacher has none "
+                                         "[default: packaged MiniLM]")]
+QuietOpt = Annotated[bool, Opt(help="no progress bars")]
+
+
 @app.command()
 def mine(
     dataset: Annotated[str | None, Opt(help="BEIR folder, pairs file (jsonl/parquet/csv) or HF dataset id")] = None,
     split: Annotated[str | None, Opt(help="qrels split [default: train]")] = None,
     corpus: Annotated[str | None, Opt(help="extra corpus file for a pairs dataset")] = None,
-    teacher: Annotated[str | None, Opt(help="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL] [default: dense]")] = None,
-    filter: Annotated[str | None, Opt("--filter", help="none | percpos:0.95 | margin:0.05 | maxscore:0.8 | minscore:S, join with + [default: percpos:0.95]")] = None,
-    sampler: Annotated[str | None, Opt(help="top | window:10-100 | random[:A-B] | simans[:a=,b=] | top1+sampled [default: top]")] = None,
-    num_negatives: Annotated[int | None, Opt(help="negatives per query [default: 4]")] = None,
-    depth: Annotated[int | None, Opt(help="non-positive candidates considered per query [default: 100]")] = None,
-    max_depth: Annotated[int | None, Opt(help="re-search queries left short by the filters to this depth [default: 1000]")] = None,
-    reference_floor: Annotated[int | None, Opt(help="positive-aware rules use max(s+, score at this rank); 0 = off [default: 10 for BM25, off for dense]")] = None,
-    seed: Annotated[int | None, Opt(help="seed for every random choice [default: 0]")] = None,
+    teacher: TeacherOpt = None,
+    filter: FilterOpt = None,
+    sampler: SamplerOpt = None,
+    num_negatives: NumNegOpt = None,
+    depth: DepthOpt = None,
+    max_depth: MaxDepthOpt = None,
+    reference_floor: FloorOpt = None,
+    seed: SeedOpt = None,
     out_dir: Annotated[str | None, Opt("--out", help="run folder to write")] = None,
     config: Annotated[Path | None, Opt(help="YAML file of these options (flags override it)")] = None,
-    cache_dir: Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")] = None,
-    search: Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf [default: exact]")] = None,
-    fusion: Annotated[str | None, Opt(help="hybrid fusion: rrf | minmax | zscore [default: rrf]")] = None,
-    filter_on: Annotated[str | None, Opt(help="teacher whose scores the filters use (hybrid: first dense)")] = None,
-    query_prompt: Annotated[str | None, Opt(help="prompt prepended to queries (dense)")] = None,
-    doc_prompt: Annotated[str | None, Opt(help="prompt prepended to documents (dense)")] = None,
-    max_length: Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")] = None,
-    batch_size: Annotated[int | None, Opt(help="encoding batch size [default: 32]")] = None,
-    device: Annotated[str | None, Opt(help="torch device [default: auto]")] = None,
+    cache_dir: CacheOpt = None,
+    search: SearchOpt = None,
+    fusion: FusionOpt = None,
+    filter_on: FilterOnOpt = None,
+    query_prompt: QPromptOpt = None,
+    doc_prompt: DPromptOpt = None,
+    max_length: MaxLenOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    calibration_quantile: QuantileOpt = None,
+    near_model: NearModelOpt = None,
     strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
     overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
-    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Mine hard negatives and write a run folder (candidates, negatives, manifest)."""
+    options = {k: v for k, v in locals().items() if k not in ("dataset", "config", "overwrite", "quiet", "out_dir")}
     from .mine import mine as mine_fn
     from .progress import Reporter
 
-    options = {"split": split, "corpus": corpus, "teacher": teacher, "filter": filter, "sampler": sampler,
-               "num_negatives": num_negatives, "depth": depth, "max_depth": max_depth,
-               "reference_floor": reference_floor, "seed": seed, "out": out_dir,
-               "cache_dir": cache_dir, "search": search, "fusion": fusion, "filter_on": filter_on,
-               "query_prompt": query_prompt, "doc_prompt": doc_prompt, "max_length": max_length,
-               "batch_size": batch_size, "device": device, "strict": strict or None}
+    options["out"], options["strict"] = out_dir, strict or None
     if dataset is None and config is None:
         _fail("give --dataset (or --config with a dataset entry)")
     if out_dir is None and config is None:
         _fail("give --out RUN_DIR")
     run = _call(mine_fn, dataset, config=config, reporter=Reporter(not quiet), overwrite=overwrite, **options)
     _print_summary(run)
+
+
+@app.command()
+def audit(
+    dataset: Annotated[str, Opt(help="a collection with qrels (BEIR folder, pairs file, HF id)")],
+    split: Annotated[str, Opt(help="qrels split")] = "test",
+    hide_fraction: Annotated[float, Opt(help="share of each query's positives hidden from the miner")] = 0.5,
+    seed: Annotated[int, Opt(help="seed for which positives are hidden (and the miner's seed)")] = 0,
+    teacher: TeacherOpt = None,
+    filter: FilterOpt = None,
+    sampler: SamplerOpt = None,
+    num_negatives: NumNegOpt = None,
+    depth: DepthOpt = None,
+    max_depth: MaxDepthOpt = None,
+    reference_floor: FloorOpt = None,
+    cache_dir: CacheOpt = None,
+    search: SearchOpt = None,
+    fusion: FusionOpt = None,
+    filter_on: FilterOnOpt = None,
+    query_prompt: QPromptOpt = None,
+    doc_prompt: DPromptOpt = None,
+    max_length: MaxLenOpt = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    calibration_quantile: QuantileOpt = None,
+    near_model: NearModelOpt = None,
+    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Measure false negatives: hide known positives, mine, count how many come back as negatives.
+    FN rate, FN recall, coverage and hardness kept, per filter stage."""
+    options = {k: v for k, v in locals().items() if k not in ("dataset", "split", "hide_fraction", "seed",
+                                                              "as_json", "quiet")}
+    from .audit import audit as audit_fn
+    from .audit import audit_table
+    from .progress import Reporter
+
+    result = _call(audit_fn, dataset, split, hide_fraction, seed, reporter=Reporter(not quiet and not as_json),
+                   **options)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.markup import escape
+
+    t = Table(title=escape(f"audit {dataset} [{split}]: {result['queries']} queries, {result['hidden_positives']} "
+                           f"hidden positives ({hide_fraction:g} of each query's)"))
+    for h in ("stage (cumulative)", "FN rate", "FN recall", "coverage", "hardness kept", "negatives"):
+        t.add_column(h, justify="left" if h.startswith("stage") else "right", overflow="fold")
+    for row in audit_table(result):
+        t.add_row(*row)
+    out.print(t)
+    if result.get("calibration"):
+        for kind, c in result["calibration"].items():
+            out.print(f"calibrated {kind} = {c['value']:.4f}: {c['why']}", highlight=False)
 
 
 def _print_summary(run: Any) -> None:

@@ -36,6 +36,10 @@ class MineConfig(BaseModel):
     reference_floor: int | None = Field(
         None, ge=0, description="positive-aware rules use max(s+, score at this non-positive rank); "
         "default 10 when the filters use BM25 scores (a weak positive scores ~0 there), else off; 0 = off")
+    calibration_quantile: float = Field(0.2, gt=0, lt=1, description="near_positive:auto drops candidates closer "
+                                        "to a positive than this quantile of positive-to-positive cosines")
+    near_model: str | None = Field(None, description="embedding model for near_positive when the teacher has "
+                                   "none [default: packaged MiniLM]")
     sampler: str = "top"
     num_negatives: int = Field(4, ge=1)
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")

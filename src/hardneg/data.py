@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import sha256_file, sha256_texts
 
 QUERY_COLUMNS = ("query", "anchor", "question", "queries")
@@ -75,6 +75,13 @@ class Collection:
             self.source["_queries_fp"] = sha256_texts(list(self.query_ids), self.query_texts)
         return str(self.source["_queries_fp"])
 
+    def qrels_fingerprint(self) -> str:
+        """Hash of the judgements (by id): runs mined against other positives differ."""
+        h = hashlib.sha256()
+        for a in (self.qrels.query_idx, self.qrels.doc_idx, self.qrels.grade):
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return sha256_texts(h.hexdigest(), self.queries_fingerprint(), self.corpus_fingerprint())
+
     def doc_index(self, ids: Sequence[str]) -> np.ndarray:
         """Map document ids to row indices (raises KeyError naming the first unknown id)."""
         return _lookup(self.doc_ids, ids, "document")
@@ -103,6 +110,27 @@ class Collection:
         return Collection(self.doc_ids[keep_docs], [self.doc_texts[i] for i in keep_docs],
                           self.query_ids[judged], [self.query_texts[i] for i in judged], qr,
                           source, list(self.notes))
+
+
+    def holdout(self, num_queries: int, seed: int = 0, part: str = "fit") -> Collection:
+        """Split the judged queries in two, corpus untouched: ``part="dev"`` keeps ``num_queries`` of
+        them chosen by a seeded hash of their ids, ``part="fit"`` keeps the rest. For dev choices."""
+        if part not in ("fit", "dev"):
+            raise ValueError(f"part must be 'fit' or 'dev', not {part!r}")
+        judged = self.judged_queries()
+        if not 0 < num_queries < judged.size:
+            raise ConfigError(f"holdout of {num_queries} queries needs 0 < n < {judged.size} judged queries")
+        keys = np.array([hashlib.sha256(f"{seed}:{q}".encode()).hexdigest() for q in self.query_ids[judged]])
+        dev = np.sort(judged[np.argsort(keys, kind="stable")[:num_queries]])
+        keep = dev if part == "dev" else np.setdiff1d(judged, dev)
+        q_map = np.full(self.query_ids.size, -1, dtype=np.int64)
+        q_map[keep] = np.arange(keep.size)
+        m = np.isin(self.qrels.query_idx, keep)
+        qr = Qrels(q_map[self.qrels.query_idx[m]], self.qrels.doc_idx[m], self.qrels.grade[m])
+        source = {k: v for k, v in self.source.items() if k != "_queries_fp"}
+        source["holdout"] = {"num_queries": int(num_queries), "seed": seed, "part": part}
+        return Collection(self.doc_ids, self.doc_texts, self.query_ids[keep],
+                          [self.query_texts[i] for i in keep], qr, source, list(self.notes))
 
 
 def save_beir(collection: Collection, path: str | Path, split: str = "train") -> Path:

@@ -6,6 +6,7 @@ baseline variant, and a paired randomisation test on per-query nDCG@10."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ class Variant(BaseModel):
     loss: str = "mnrl-hn"
     mine: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = None
+    budget: dict[str, Any] = Field(default_factory=dict)
     st: dict[str, Any] = Field(default_factory=lambda: {"relative_margin": 0.05, "num_negatives": 4, "range_max": 50})
 
 
@@ -62,6 +64,9 @@ class ExperimentConfig(BaseModel):
     baseline: str | None = None
     budget: Budget = Field(default_factory=Budget)
     variants: list[Variant]
+    dev_queries: int = Field(0, ge=0, description="train queries held out (never trained on) to choose the best variant")
+    dev_seed: int = 0
+    best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the baseline")
     cache_dir: str | None = None
     permutations: int = 10000
 
@@ -97,32 +102,40 @@ def _quick(cfg: ExperimentConfig) -> ExperimentConfig:
     small.budget = Budget(batch_size=8, max_steps=3, max_length=64, learning_rate=1e-4, warmup_ratio=0.0)
     small.seeds = [0]
     small.permutations = 500
+    small.best_seeds = [0, 1] if cfg.best_seeds else None
+    small.dev_queries = min(cfg.dev_queries, 10)
     for v in small.variants:
         v.seeds = None
     return small
 
 
-def _load_eval(cell: Path) -> Evaluation | None:
-    m = cell / "metrics.json"
-    if not m.exists():
+def _load_eval(cell: Path, prefix: str = "") -> Evaluation | None:
+    m = cell / f"{prefix}metrics.json"
+    if not (cell / "metrics.json").exists() or not m.exists():
         return None
     metrics = json.loads(m.read_text())
     per_query: dict[str, dict[str, float]] = {k: {} for k in METRICS}
-    for line in (cell / "per_query.jsonl").read_text().splitlines():
+    for line in (cell / f"{prefix}per_query.jsonl").read_text().splitlines():
         r = json.loads(line)
         for k in METRICS:
             per_query[k][r["query_id"]] = r[k]
-    return Evaluation({k: metrics[k] for k in METRICS}, per_query, metrics["queries"])
+    extra = {k: v for k, v in metrics.items() if k not in METRICS and k != "queries"}
+    return Evaluation({k: metrics[k] for k in METRICS}, per_query, metrics["queries"], extra)
 
 
-def _evaluate_cell(cell: Path, test: Collection, model: str | None, cfg: ExperimentConfig,
-                   reporter: Reporter) -> Evaluation:
+def _evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: str | None,
+                   cfg: ExperimentConfig, reporter: Reporter, extra: dict[str, Any] | None = None) -> Evaluation:
+    """Test (and dev) scores of one model; the corpus is encoded once (the cache serves the second)."""
     done = _load_eval(cell)
     if done is not None:
         return done
+    if dev is not None:
+        dv = evaluate(dev, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+        dv.save_per_query(cell / "dev_per_query.jsonl")
+        write_json(cell / "dev_metrics.json", dv.as_json())
     ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
     ev.save_per_query(cell / "per_query.jsonl")
-    write_json(cell / "metrics.json", ev.as_json())  # written last: marks the cell done
+    write_json(cell / "metrics.json", ev.as_json() | (extra or {}))  # written last: marks the cell done
     return ev
 
 
@@ -130,6 +143,7 @@ def _st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: 
     """The ST recipe's n-tuples, cached as parquet in the variant folder."""
     if path.exists():
         return pq.read_table(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
@@ -154,6 +168,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     """Run (or resume) every cell and write results.json and results.md into ``out``.
     ``only`` restricts the run to some variants (the baseline is kept if it was set)."""
     from .train import TrainConfig, train, train_table
+    from .train.trainer import MANIFEST
 
     if quick:
         cfg = _quick(cfg)
@@ -171,39 +186,76 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     if quick:
         train_col = train_col.slice(40, extra_docs=200)
         test_col = test_col.slice(30, extra_docs=200)
+    dev_col = None
+    if cfg.dev_queries:
+        dev_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
+        train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
     names = [v.name for v in cfg.variants]
     if len(set(names)) != len(names):
         raise ConfigError("variant names must be distinct")
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ConfigError(f"baseline '{cfg.baseline}' is not a variant ({', '.join(names)})")
+    if cfg.best_seeds and dev_col is None:
+        raise ConfigError("best_seeds needs dev_queries > 0: the best variant is chosen on dev, never on test")
 
-    base = _evaluate_cell(out / "base", test_col, cfg.base_model, cfg, reporter)
-    cells: dict[str, list[Evaluation]] = {}
-    for v in cfg.variants:
+    base = _evaluate_cell(out / "base", test_col, dev_col, cfg.base_model, cfg, reporter)
+    runs: dict[str, Any] = {}
+
+    def run_cell(v: Variant, seed: int) -> None:
         vdir = out / "variants" / v.name
-        budget = cfg.budget.model_dump()
+        cell = vdir / f"seed-{seed}"
+        if _load_eval(cell) is not None:
+            return
+        model_dir = cell / "model"
+        tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **(cfg.budget.model_dump() | v.budget))
         if v.kind == "hardneg":
-            options = {"cache_dir": cfg.cache_dir, **v.mine}
-            run = mine(train_col, out=str(vdir / "run"), reporter=reporter, **options)
-        for seed in v.seeds or cfg.seeds:
-            cell = vdir / f"seed-{seed}"
-            if _load_eval(cell) is None:
-                model_dir = cell / "model"
-                tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **budget)
-                if v.kind == "hardneg":
-                    train(run, model_dir, overwrite=True, progress=reporter.enabled, **tcfg)
-                else:
-                    table_path = vdir / "st-ntuple.parquet"
-                    table = _st_table(train_col, v, cfg, table_path)
-                    tc = TrainConfig(negatives=str(table_path), out=str(model_dir), **tcfg)
-                    train_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
-                                overwrite=True, progress=reporter.enabled)
-                _evaluate_cell(cell, test_col, str(model_dir), cfg, reporter)
-            cells.setdefault(v.name, []).append(_load_eval(cell))  # type: ignore[arg-type]
-    results = summarise(cfg, base, cells)
+            if v.name not in runs:
+                options = {"cache_dir": cfg.cache_dir, **v.mine}
+                runs[v.name] = mine(train_col, out=str(vdir / "run"), reporter=reporter, **options)
+            train(runs[v.name], model_dir, overwrite=True, progress=reporter.enabled, **tcfg)
+        else:
+            key = hashlib.sha256(json.dumps(v.st, sort_keys=True).encode()).hexdigest()[:16]
+            table_path = out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
+            table = _st_table(train_col, v, cfg, table_path)
+            tc = TrainConfig(negatives=str(table_path), out=str(model_dir), **tcfg)
+            train_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
+                        overwrite=True, progress=reporter.enabled)
+        made = json.loads((model_dir / MANIFEST).read_text())
+        _evaluate_cell(cell, test_col, dev_col, str(model_dir), cfg, reporter,
+                       {"train_seconds": made["seconds"], "train_steps": made["steps"]})
+
+    plan = {v.name: list(v.seeds or cfg.seeds) for v in cfg.variants}
+    for v in cfg.variants:
+        for seed in plan[v.name]:
+            run_cell(v, seed)
+    best = None
+    if cfg.best_seeds:
+        best = _best_on_dev(out, [v for v in cfg.variants if v.kind == "hardneg"], plan)
+        for v in cfg.variants:
+            if v.name in {best, cfg.baseline}:
+                for seed in cfg.best_seeds:
+                    if seed not in plan[v.name]:
+                        plan[v.name].append(seed)
+                        run_cell(v, seed)
+    cells = {name: [_load_eval(out / "variants" / name / f"seed-{s}") for s in seeds] for name, seeds in plan.items()}
+    dev = None
+    if dev_col is not None:
+        dev = {name: [_load_eval(out / "variants" / name / f"seed-{s}", "dev_") for s in seeds]
+               for name, seeds in plan.items()}
+        dev["__base__"] = [_load_eval(out / "base", "dev_")]
+    results = summarise(cfg, base, cells, dev, best)  # type: ignore[arg-type]
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def _best_on_dev(out: Path, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
+    """The candidate with the highest mean dev nDCG@10 over its finished seeds."""
+    scores = {}
+    for v in candidates:
+        evs = [_load_eval(out / "variants" / v.name / f"seed-{s}", "dev_") for s in plan[v.name]]
+        scores[v.name] = float(np.mean([e.metrics["ndcg@10"] for e in evs if e is not None]))
+    return max(scores, key=lambda k: scores[k]) if scores else None
 
 
 def _per_query_mean(evals: list[Evaluation], metric: str = "ndcg@10") -> tuple[list[str], np.ndarray]:
@@ -211,8 +263,10 @@ def _per_query_mean(evals: list[Evaluation], metric: str = "ndcg@10") -> tuple[l
     return qids, np.mean([[e.per_query[metric][q] for q in qids] for e in evals], axis=0)
 
 
-def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]]) -> dict[str, Any]:
-    """Mean +- std per variant, deltas vs base and baseline, paired randomisation p-values."""
+def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]],
+              dev: dict[str, list[Evaluation]] | None = None, best: str | None = None) -> dict[str, Any]:
+    """Mean +- std per variant, deltas vs base and baseline, paired randomisation p-values; with a
+    dev split, each variant's dev nDCG@10 and the variant chosen on it."""
     qids, base_pq = _per_query_mean([base])
     rows = []
     baseline_pq = _per_query_mean(cells[cfg.baseline])[1] if cfg.baseline else None
@@ -229,23 +283,39 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
         if baseline_pq is not None and baseline_mean is not None:
             row["delta_baseline"] = row["ndcg@10"] - baseline_mean
             row["p_vs_baseline"] = paired_randomisation(pq_mean, baseline_pq, cfg.permutations)
+        if dev is not None:
+            row["dev_ndcg@10"] = float(np.mean([e.metrics["ndcg@10"] for e in dev[name]]))
+        secs = [e.details["train_seconds"] for e in evals if "train_seconds" in e.details]
+        if secs:
+            row["train_seconds"] = float(np.mean(secs))
         rows.append(row)
-    return {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
-            "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows}
+    out = {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
+           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows}
+    if dev is not None:
+        out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed,
+                      "base_ndcg@10": dev["__base__"][0].metrics["ndcg@10"], "selected": best}
+    return out
 
 
 def results_markdown(results: dict[str, Any]) -> str:
+    dev = results.get("dev")
     lines = [f"### {results['name']}: {results['dataset']} [{results['test_split']}], {results['queries']} queries",
              "", f"Base model: nDCG@10 {results['base']['ndcg@10']:.4f}, R@100 {results['base']['recall@100']:.4f}, "
-             f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}.", "",
-             "| variant | seeds | nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}.", ""]
+    if dev:
+        lines += [f"Dev: {dev['queries']} train queries held out (seed {dev['seed']}), never trained on; base dev "
+                  f"nDCG@10 {dev['base_ndcg@10']:.4f}. Chosen on dev: **{dev['selected']}**.", ""]
+    head = "| variant | seeds | " + ("dev nDCG@10 | " if dev else "") + \
+        "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | train s |"
+    lines += [head, "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)]
     for r in results["variants"]:
         def ms(m: str) -> str:
             return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
-        lines.append(f"| {r['variant']} | {r['seeds']} | {ms('ndcg@10')} | {ms('recall@100')} | {ms('mrr@10')} | "
+        secs = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
+        lines.append(f"| {r['variant']} | {r['seeds']} | " + (f"{r['dev_ndcg@10']:.4f} | " if dev else "") +
+                     f"{ms('ndcg@10')} | {ms('recall@100')} | {ms('mrr@10')} | "
                      f"{r['delta_base']:+.4f} | {r['p_vs_base']:.3f} | "
-                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} |")
+                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {secs} |")
     lines.append("")
     lines.append("p: paired randomisation test on per-query nDCG@10 (averaged over seeds), two-sided.")
     return "\n".join(lines) + "\n"

@@ -4,7 +4,10 @@ All rules work on (queries x candidates) arrays. Positive-aware rules compare a 
 ``s`` with the query's *lowest* positive score ``s+`` (the most permissive reference, as
 NV-Retriever and sentence-transformers do): ``margin`` drops ``s > s+ - m`` (TopK-MarginPos),
 ``percpos`` drops ``s > s+ - (1 - p)|s+|`` (TopK-PercPos; equal to ``p * s+`` for s+ >= 0 and
-sign-safe below zero), ``maxscore`` / ``minscore`` are absolute bounds (TopK-Abs)."""
+sign-safe below zero), ``maxscore`` / ``minscore`` are absolute bounds (TopK-Abs).
+``near_duplicate`` drops a candidate whose word-shingle Jaccard with a positive reaches the value,
+``near_positive`` one whose embedding cosine with a positive does (``auto``: calibrated per run).
+``cascade`` is every stage, cheapest first, with calibrated defaults."""
 
 from __future__ import annotations
 
@@ -17,9 +20,15 @@ import numpy as np
 from .errors import ConfigError
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
-REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos")
+REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",
+           "near_positive")
 REASON_CODE = {r: i for i, r in enumerate(REASONS)}
-THRESHOLD_KINDS = ("percpos", "margin", "maxscore", "minscore")
+SCORE_KINDS = ("percpos", "margin", "maxscore", "minscore")
+SIMILARITY_KINDS = ("near_duplicate", "near_positive")
+THRESHOLD_KINDS = SCORE_KINDS + SIMILARITY_KINDS
+DEFAULTS = {"percpos": "0.95", "near_duplicate": "0.5", "near_positive": "auto"}
+# The cascade, cheapest first (id and exact-text exclusion always run before any rule).
+CASCADE = "near_duplicate:0.5+near_positive:auto"
 
 
 @dataclass(frozen=True)
@@ -27,31 +36,40 @@ class FilterSpec:
     """One threshold rule, e.g. ``percpos:0.95``, ``margin:0.05``, ``maxscore:0.8``."""
 
     kind: str
-    value: float
+    value: float  # NaN: calibrated when mining (``auto``)
+
+    @property
+    def auto(self) -> bool:
+        return bool(np.isnan(self.value))
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        return f"{self.kind}:{'auto' if self.auto else format(self.value, 'g')}"
 
     @staticmethod
     def parse(text: str) -> list[FilterSpec]:
-        """Parse ``none``, one rule, or several joined by ``+`` / ``,``."""
+        """Parse ``none``, ``cascade``, one rule, or several joined by ``+`` / ``,``."""
         out = []
-        for part in re.split(r"[+,]", text.strip()):
+        text = re.sub(r"(?i)\bcascade\b", CASCADE, text.strip())
+        for part in re.split(r"[+,]", text):
             part = part.strip().lower()
             if part in ("", "none"):
                 continue
             kind, _, value = part.partition(":")
-            kind = {"max_score": "maxscore", "min_score": "minscore", "perc": "percpos"}.get(kind, kind)
+            kind = {"max_score": "maxscore", "min_score": "minscore", "perc": "percpos", "neardup": "near_duplicate",
+                    "nearpos": "near_positive"}.get(kind, kind)
             if kind not in THRESHOLD_KINDS:
-                raise ConfigError(f"unknown filter '{part}' (use none, percpos:P, margin:M, maxscore:S, minscore:S)")
-            if not value and kind == "percpos":
-                value = "0.95"
+                raise ConfigError(f"unknown filter '{part}' (use none, cascade, percpos:P, margin:M, maxscore:S, "
+                                  "minscore:S, near_duplicate:J, near_positive:C|auto)")
+            value = value or DEFAULTS.get(kind, "")
+            if value == "auto" and kind == "near_positive":
+                out.append(FilterSpec(kind, float("nan")))
+                continue
             try:
                 v = float(value)
             except ValueError:
                 raise ConfigError(f"filter '{part}' needs a number, e.g. {kind}:0.95") from None
-            if kind == "percpos" and not 0 < v <= 1:
-                raise ConfigError(f"percpos takes a fraction in (0, 1], got {v}")
+            if kind in ("percpos", "near_duplicate") and not 0 < v <= 1:
+                raise ConfigError(f"{kind} takes a fraction in (0, 1], got {v}")
             out.append(FilterSpec(kind, v))
         return out
 
@@ -64,8 +82,14 @@ def positive_reference(query_rows: np.ndarray, scores: np.ndarray, num_queries: 
     return ref
 
 
-def threshold_drops(spec: FilterSpec, score: np.ndarray, pos_ref: np.ndarray) -> np.ndarray:
-    """Boolean mask of candidates the rule drops. ``pos_ref`` broadcasts per row (queries)."""
+def threshold_drops(spec: FilterSpec, score: np.ndarray, pos_ref: np.ndarray,
+                    similarity: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Boolean mask of candidates the rule drops. ``pos_ref`` broadcasts per row (queries);
+    ``similarity[kind]`` holds each candidate's highest similarity to a positive of its query."""
+    if spec.kind in SIMILARITY_KINDS:
+        if spec.auto:
+            raise ConfigError(f"{spec}: calibrate the threshold before applying it")
+        return (similarity or {})[spec.kind] >= spec.value
     ref = pos_ref[:, None]
     if spec.kind == "maxscore":
         return score > spec.value
@@ -89,7 +113,8 @@ def normalised_text_hash(texts: list[str]) -> np.ndarray:
 
 
 def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray, is_positive: np.ndarray,
-                  is_duplicate: np.ndarray, pos_ref: np.ndarray) -> np.ndarray:
+                  is_duplicate: np.ndarray, pos_ref: np.ndarray,
+                  similarity: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Reason code per candidate (uint8, 0 = kept): the first rule, in order, that drops it.
     Known positives and exact-text copies of a positive always go, before any threshold."""
     reason = np.zeros(score.shape, dtype=np.uint8)
@@ -100,7 +125,7 @@ def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray,
     mark(is_positive, "positive")
     mark(is_duplicate, "duplicate_text")
     for spec in specs:
-        mark(threshold_drops(spec, score, pos_ref), spec.kind)
+        mark(threshold_drops(spec, score, pos_ref, similarity), spec.kind)
     return reason
 
 

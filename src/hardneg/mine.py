@@ -17,7 +17,10 @@ from .cache import Cache
 from .config import MineConfig, load_config_file, teacher_members
 from .data import Collection, load
 from .errors import ConfigError, RunError
-from .filters import REASONS, FilterSpec, apply_filters, normalised_text_hash, positive_reference, reason_counts
+from .filters import (REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
+                      positive_reference, reason_counts)
+from .similarity import (calibrated_threshold, leave_one_out, max_to_positives, pair_cosine, pair_jaccard,
+                         shingle_matrix)
 from .fingerprint import env_cache_dir, settings_key
 from .io import sha256_texts
 from .progress import SILENT, Reporter
@@ -60,7 +63,7 @@ def _versions() -> dict[str, str]:
 
 def _config_fingerprint(cfg: MineConfig, col: Collection) -> str:
     return settings_key(cfg.output_settings(), col.source.get("checksums"), col.corpus_fingerprint(),
-                        col.queries_fingerprint(), metadata.version("hardneg"))
+                        col.queries_fingerprint(), col.qrels_fingerprint(), metadata.version("hardneg"))
 
 
 def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | str | Path | None = None,
@@ -132,6 +135,8 @@ class _Context:
     query_hash: np.ndarray
     doc_hash: np.ndarray
     reporter: Reporter
+    vectors: Any = None        # document embeddings for near_positive
+    calibration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -196,11 +201,53 @@ def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -
         at_floor = valid & nonpos & (before == ctx.floor - 1)
         floor_score = np.where(at_floor, score, -np.inf).max(axis=1)
         pos_ref = np.where(np.isfinite(floor_score), np.fmax(pos_ref, floor_score), pos_ref)
-    reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref)
+    reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref,
+                           _similarities(ctx, ids, valid & ~is_pos, local, pos_docs))
     chosen, derived = sample(sampler, cfg.num_negatives, valid & (reason == 0), rank, score, pos_ref,
                              ctx.query_hash[rows], ctx.doc_hash[safe], cfg.seed)
     exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
     return _Part(rows, ids, rank, scores, valid, reason, chosen, derived, hit is not None, exhaustive)
+
+
+def _similarities(ctx: _Context, ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray,
+                  pos_docs: np.ndarray) -> dict[str, np.ndarray]:
+    """Each candidate's highest similarity to a known positive of its query, for the rules that need it."""
+    kinds = {f.kind for f in ctx.filters} & set(SIMILARITY_KINDS)
+    out = {}
+    if "near_duplicate" in kinds:
+        needed = np.unique(np.concatenate([ids[valid], pos_docs]))
+        local_row = np.full(ctx.col.num_docs, -1, dtype=np.int64)
+        local_row[needed] = np.arange(needed.size)
+        shingles = shingle_matrix([ctx.col.doc_texts[i] for i in needed])
+        out["near_duplicate"] = max_to_positives(
+            ids, valid, pos_local, pos_docs, lambda a, b: pair_jaccard(shingles, local_row[a], local_row[b]))
+    if "near_positive" in kinds:
+        out["near_positive"] = max_to_positives(ids, valid, pos_local, pos_docs,
+                                                lambda a, b: pair_cosine(ctx.vectors, a, b))
+    return out
+
+
+def _prepare_similarity(ctx: _Context) -> None:
+    """Document vectors for near_positive (the dense teacher's, else the packaged model's) and the
+    calibrated threshold of every ``auto`` rule, recorded with its reason."""
+    if not any(f.kind == "near_positive" for f in ctx.filters):
+        return
+    dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
+    if dense is None:
+        dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device)
+        dense.resolve(ctx.cache)
+        ctx.vectors = dense.embed(ctx.col.doc_texts, dense.doc_prompt or "", ctx.cache, "documents", ctx.reporter)
+    else:
+        ctx.vectors = dense.doc_vectors()
+    resolved, calibration = [], {}
+    for f in ctx.filters:
+        if f.auto:
+            loo = leave_one_out(ctx.pos_rows, ctx.pos.doc_idx, lambda a, b: pair_cosine(ctx.vectors, a, b))
+            value, why = calibrated_threshold(loo, ctx.cfg.calibration_quantile)
+            calibration[f.kind] = {"value": round(value, 6), "why": why, "model": dense.describe().get("model")}
+            f = replace(f, value=round(value, 6))
+        resolved.append(f)
+    ctx.filters, ctx.calibration = resolved, calibration or None
 
 
 def _candidate_table(ctx: _Context, part: _Part) -> pa.Table:
@@ -278,6 +325,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
                    positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
                    np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
                    id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
+    _prepare_similarity(ctx)
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
     short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
     deepened = 0
@@ -350,6 +398,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         "teacher": teacher.describe(),
         "filter_on": filter_on,
         "filters": [str(f) for f in ctx.filters],
+        "calibration": ctx.calibration,
         "filter_reference": "lowest positive score of the query (filter_on teacher)"
         + (f", raised to the score of non-positive rank {ctx.floor} where lower" if ctx.floor else ""),
         "sampler": str(ctx.sampler),

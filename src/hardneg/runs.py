@@ -71,6 +71,8 @@ class Run:
                 raise RunError(f"{cfg['dataset']}: the data changed since this run was mined (checksums differ)")
             if self.manifest["data"].get("slice"):
                 col = col.slice(**self.manifest["data"]["slice"])
+            if self.manifest["data"].get("holdout"):
+                col = col.holdout(**self.manifest["data"]["holdout"])
             if col.corpus_fingerprint() != self.manifest["data"]["corpus_fingerprint"]:
                 raise RunError(f"{cfg['dataset']}: the corpus differs from the one this run was mined on")
             self._collection = col

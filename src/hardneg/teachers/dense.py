@@ -113,6 +113,10 @@ class DenseTeacher(Teacher):
         self._queries = np.asarray(q)
         self._fp = settings_key(self._fp, collection.corpus_fingerprint())
 
+    def doc_vectors(self) -> np.ndarray:
+        """The corpus embeddings from prepare()."""
+        return np.asarray(self._docs)
+
     # ------------------------------------------------------------------ scoring
     def _num_docs(self) -> int:
         return int(self._docs.shape[0])

@@ -69,7 +69,7 @@ def train(negatives: str | Path | Run, out: str | Path, model: str | None = None
           progress: bool = True, **options: Any) -> Path:
     """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
     ``out`` with ``hardneg_train.json`` (the run it used, every setting, timings). Batches never
-    hold the same text twice (sentence-transformers' NO_DUPLICATES sampler). A GPU is used when
+    hold the same text twice, so no query or document id twice (NO_DUPLICATES sampler). A GPU is used when
     present. A finished model with the same settings at ``out`` is returned as it is."""
     run = negatives if isinstance(negatives, Run) else Run.load(negatives)
     cfg = TrainConfig(negatives=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
