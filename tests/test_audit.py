@@ -17,8 +17,8 @@ from hardneg.cli import app
 from hardneg.data import Collection, Qrels
 from hardneg.filters import REASONS, FilterSpec
 from hardneg.runs import Run
-from hardneg.similarity import (FALLBACK_COSINE, calibrated_threshold, leave_one_out, max_to_positives, pair_cosine, pair_jaccard,
-                                shingle_matrix)
+from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
+from hardneg.similarity import max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
 
 runner = CliRunner()
 
@@ -98,9 +98,12 @@ def test_similarities_and_leave_one_out():
     loo = leave_one_out(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 2, 0, 2, 3]), lambda a, b: pair_cosine(v, a, b))
     c02, c03, c23 = 1 / np.sqrt(2), 1 / np.sqrt(1.01), 1.1 / np.sqrt(2) / np.sqrt(1.01)
     assert loo.tolist() == pytest.approx([0.0, 0.0, max(c02, c03), max(c02, c23), max(c03, c23)], rel=1e-6)
-    assert calibrated_threshold(loo, 0.2) == (FALLBACK_COSINE, calibrated_threshold(loo, 0.2)[1])  # too few
+    assert calibrated_threshold(loo, 0.2)[0] == FALLBACK["near_positive"]  # too few values
     assert "fixed" in calibrated_threshold(loo, 0.2)[1]
     assert calibrated_threshold(np.linspace(0, 1, 101), 0.2)[0] == pytest.approx(0.2)
+    # percpos: positives scoring 0.5, 0.4 (query 0) and 0.9, 0.3, 0.6 (query 1); reference = lowest other.
+    p = leave_one_out_percpos(np.array([0, 0, 1, 1, 1]), np.array([0.5, 0.4, 0.9, 0.3, 0.6]))
+    assert p.tolist() == pytest.approx([0.5 / 0.4, 0.4 / 0.5, 0.9 / 0.3, 0.3 / 0.6, 0.6 / 0.3])
 
 
 def test_cascade_parses_into_its_stages():

@@ -6,7 +6,8 @@ NV-Retriever and sentence-transformers do): ``margin`` drops ``s > s+ - m`` (Top
 ``percpos`` drops ``s > s+ - (1 - p)|s+|`` (TopK-PercPos; equal to ``p * s+`` for s+ >= 0 and
 sign-safe below zero), ``maxscore`` / ``minscore`` are absolute bounds (TopK-Abs).
 ``near_duplicate`` drops a candidate whose word-shingle Jaccard with a positive reaches the value,
-``near_positive`` one whose embedding cosine with a positive does (``auto``: calibrated per run).
+``near_positive`` one whose embedding cosine with a positive does. ``auto`` values (near_positive,
+percpos) are calibrated per run from the known positives (see ``calibration``).
 ``cascade`` is every stage, cheapest first, with calibrated defaults."""
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class FilterSpec:
                 raise ConfigError(f"unknown filter '{part}' (use none, cascade, percpos:P, margin:M, maxscore:S, "
                                   "minscore:S, near_duplicate:J, near_positive:C|auto)")
             value = value or DEFAULTS.get(kind, "")
-            if value == "auto" and kind == "near_positive":
+            if value == "auto" and kind in ("near_positive", "percpos"):
                 out.append(FilterSpec(kind, float("nan")))
                 continue
             try:
@@ -86,9 +87,9 @@ def threshold_drops(spec: FilterSpec, score: np.ndarray, pos_ref: np.ndarray,
                     similarity: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Boolean mask of candidates the rule drops. ``pos_ref`` broadcasts per row (queries);
     ``similarity[kind]`` holds each candidate's highest similarity to a positive of its query."""
+    if spec.auto:
+        raise ConfigError(f"{spec}: calibrate the threshold before applying it")
     if spec.kind in SIMILARITY_KINDS:
-        if spec.auto:
-            raise ConfigError(f"{spec}: calibrate the threshold before applying it")
         return (similarity or {})[spec.kind] >= spec.value
     ref = pos_ref[:, None]
     if spec.kind == "maxscore":

@@ -19,8 +19,8 @@ from .data import Collection, load
 from .errors import ConfigError, RunError
 from .filters import (REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
                       positive_reference, reason_counts)
-from .similarity import (calibrated_threshold, leave_one_out, max_to_positives, pair_cosine, pair_jaccard,
-                         shingle_matrix)
+from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
+from .similarity import max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
 from .fingerprint import env_cache_dir, settings_key
 from .io import sha256_texts
 from .progress import SILENT, Reporter
@@ -227,24 +227,30 @@ def _similarities(ctx: _Context, ids: np.ndarray, valid: np.ndarray, pos_local: 
     return out
 
 
-def _prepare_similarity(ctx: _Context) -> None:
-    """Document vectors for near_positive (the dense teacher's, else the packaged model's) and the
-    calibrated threshold of every ``auto`` rule, recorded with its reason."""
-    if not any(f.kind == "near_positive" for f in ctx.filters):
-        return
-    dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
-    if dense is None:
-        dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device)
-        dense.resolve(ctx.cache)
-        ctx.vectors = dense.embed(ctx.col.doc_texts, dense.doc_prompt or "", ctx.cache, "documents", ctx.reporter)
-    else:
-        ctx.vectors = dense.doc_vectors()
+def _calibrate(ctx: _Context) -> None:
+    """Document vectors for near_positive (the dense teacher's, else ``near_model``'s) and the value
+    of every ``auto`` rule from the known positives (leave-one-out), recorded with its reason."""
+    q = ctx.cfg.calibration_quantile
+    if any(f.kind == "near_positive" for f in ctx.filters):
+        dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
+        if dense is None:
+            dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device)
+            dense.resolve(ctx.cache)
+            ctx.vectors = dense.embed(ctx.col.doc_texts, dense.doc_prompt or "", ctx.cache, "documents", ctx.reporter)
+        else:
+            ctx.vectors = dense.doc_vectors()
+        near_model = dense.describe().get("model")
     resolved, calibration = [], {}
     for f in ctx.filters:
-        if f.auto:
+        if f.auto and f.kind == "near_positive":
             loo = leave_one_out(ctx.pos_rows, ctx.pos.doc_idx, lambda a, b: pair_cosine(ctx.vectors, a, b))
-            value, why = calibrated_threshold(loo, ctx.cfg.calibration_quantile)
-            calibration[f.kind] = {"value": round(value, 6), "why": why, "model": dense.describe().get("model")}
+            value, why = calibrated_threshold(loo, q, f.kind)
+            calibration[f.kind] = {"value": round(value, 6), "why": why, "model": near_model}
+            f = replace(f, value=round(value, 6))
+        elif f.auto and f.kind == "percpos":
+            loo = leave_one_out_percpos(ctx.pos_rows, ctx.pos_scores[ctx.filter_on])
+            value, why = calibrated_threshold(loo, q, f.kind)
+            calibration[f.kind] = {"value": round(value, 6), "why": why, "scores": ctx.filter_on}
             f = replace(f, value=round(value, 6))
         resolved.append(f)
     ctx.filters, ctx.calibration = resolved, calibration or None
@@ -325,7 +331,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
                    positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
                    np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
                    id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
-    _prepare_similarity(ctx)
+    _calibrate(ctx)
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
     short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
     deepened = 0

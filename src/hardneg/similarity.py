@@ -1,7 +1,6 @@
 """How close each candidate is to its query's known positives: word-shingle Jaccard (near-duplicate
-text) and embedding cosine (near-positive meaning), plus the leave-one-out calibration of the cosine
-threshold. Unlabelled positives tend to look like the labelled ones; these catch what a score
-threshold alone cannot."""
+text) and embedding cosine (near-positive meaning). Unlabelled positives tend to look like the
+labelled ones; these catch what a score threshold alone cannot."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ import scipy.sparse as sp
 
 SHINGLE = 3
 HASH_BITS = 22
-MIN_LOO = 20          # fewer leave-one-out values than this: fall back to FALLBACK_COSINE
-FALLBACK_COSINE = 0.8
 _WORD = re.compile(r"\w+")
 
 
@@ -72,36 +69,3 @@ def max_to_positives(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, 
     sims[ok] = pair_fn(ids[pr[ok], cols[ok]], np.repeat(pos_docs, c)[ok])  # type: ignore[operator]
     np.maximum.at(out, (pr, cols), sims)
     return out
-
-
-def leave_one_out(pos_rows: np.ndarray, pos_docs: np.ndarray, pair_fn: object) -> np.ndarray:
-    """For each known positive of a query with two or more: its highest similarity to the others.
-    This is how much a positive resembles its fellow positives: the yardstick for unlabelled ones."""
-    order = np.argsort(pos_rows, kind="stable")
-    rows, docs = pos_rows[order], pos_docs[order]
-    counts = np.bincount(rows)
-    multi = counts[rows] >= 2
-    rows, docs = rows[multi], docs[multi]
-    if rows.size == 0:
-        return np.empty(0)
-    start = np.searchsorted(rows, rows)
-    end = start + counts[rows]
-    lengths = end - start
-    i = np.repeat(np.arange(rows.size), lengths)
-    j = start[i] + np.arange(i.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    keep = i != j
-    i, j = i[keep], j[keep]
-    sims = pair_fn(docs[i], docs[j])  # type: ignore[operator]
-    best = np.full(rows.size, -np.inf)
-    np.maximum.at(best, i, sims)
-    return best
-
-
-def calibrated_threshold(loo: np.ndarray, quantile: float) -> tuple[float, str]:
-    """The ``quantile`` of the leave-one-out similarities: a candidate closer to a known positive than
-    that is dropped. Too few values: a fixed fallback, and the reason says so."""
-    if loo.size < MIN_LOO:
-        return FALLBACK_COSINE, f"only {loo.size} leave-one-out values (< {MIN_LOO}): fixed {FALLBACK_COSINE}"
-    value = float(np.quantile(loo, quantile))
-    return value, (f"quantile {quantile:g} of the highest cosine between each known positive and the other "
-                   f"positives of its query ({loo.size} positives)")
