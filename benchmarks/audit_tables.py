@@ -18,7 +18,8 @@ from hardneg.audit import audit
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLLECTIONS = [("cranfield", "test"), ("vaswani", "test"), ("scifact", "train")]
 CHAINS = [("naive top-k", "none"), ("percpos 0.95", "percpos:0.95"), ("margin 0.05", "margin:0.05"),
-          ("calibrated percpos", "percpos:auto"), ("cascade", "cascade")]
+          ("calibrated percpos", "percpos:auto"), ("near_positive:auto alone", "near_positive:auto"),
+          ("knn_positive:0.5 alone", "knn_positive:0.5"), ("cascade", "cascade")]
 
 
 def main() -> None:

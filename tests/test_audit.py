@@ -18,7 +18,7 @@ from hardneg.data import Collection, Qrels
 from hardneg.filters import REASONS, FilterSpec
 from hardneg.runs import Run
 from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
-from hardneg.similarity import max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
+from hardneg.similarity import knn_positive_share, max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
 
 runner = CliRunner()
 
@@ -107,9 +107,19 @@ def test_similarities_and_leave_one_out():
 
 
 def test_cascade_parses_into_its_stages():
-    assert [str(f) for f in FilterSpec.parse("cascade")] == ["near_duplicate:0.5", "near_positive:auto"]
-    assert stage_prefixes("percpos:0.9+cascade") == [
+    assert [str(f) for f in FilterSpec.parse("cascade")] == ["near_duplicate:0.5", "near_positive:auto",
+                                                             "knn_positive:0.5"]
+    assert stage_prefixes("percpos:0.9+cascade")[:4] == [
         "none", "percpos:0.9", "percpos:0.9+near_duplicate:0.5", "percpos:0.9+near_duplicate:0.5+near_positive:auto"]
+
+
+def test_knn_positive_share():
+    # One query, positives 0 and 1 (so it looks at min(10, 2*2) = 4 neighbours); candidates 2, 3, 4, 5.
+    v = np.array([[1, 0], [0.9, 0.1], [0.95, 0.05], [0, 1], [0.1, 1], [0.05, 1]], dtype=np.float32)
+    share = knn_positive_share(np.array([[2, 3, 4, 5]]), np.ones((1, 4), bool), np.array([0, 0]), np.array([0, 1]), v)
+    # Candidate 2 sits among the positives: its 4 nearest hold both. Candidates 3-5 cluster apart: their 4
+    # nearest are the two others of the cluster, then positive 1 and candidate 2.
+    assert share[0].tolist() == pytest.approx([2 / 4, 1 / 4, 1 / 4, 1 / 4])
 
 
 @pytest.mark.slow
@@ -125,5 +135,5 @@ def test_cascade_halves_naive_false_negatives_on_cranfield(cranfield_dir, cache_
     assert r["fn_rate_naive"] > 0.15  # naive top-k returns many hidden positives here
     assert r["fn_rate"] <= 0.5 * r["fn_rate_naive"] and r["coverage"] >= 0.9
     assert r["hardness_kept"] >= 0.8
-    assert [s["filters"] for s in r["stages"]][0] == "none" and len(r["stages"]) == 3
+    assert [s["filters"] for s in r["stages"]][0] == "none" and len(r["stages"]) == 4
     assert r["calibration"]["near_positive"]["value"] > 0

@@ -6,7 +6,8 @@ NV-Retriever and sentence-transformers do): ``margin`` drops ``s > s+ - m`` (Top
 ``percpos`` drops ``s > s+ - (1 - p)|s+|`` (TopK-PercPos; equal to ``p * s+`` for s+ >= 0 and
 sign-safe below zero), ``maxscore`` / ``minscore`` are absolute bounds (TopK-Abs).
 ``near_duplicate`` drops a candidate whose word-shingle Jaccard with a positive reaches the value,
-``near_positive`` one whose embedding cosine with a positive does. ``auto`` values (near_positive,
+``near_positive`` one whose embedding cosine with a positive does, ``knn_positive`` one whose
+nearest neighbours in its query's pool are at least this share known positives. ``auto`` values (near_positive,
 percpos) are calibrated per run from the known positives (see ``calibration``).
 ``cascade`` is every stage, cheapest first, with calibrated defaults."""
 
@@ -22,14 +23,14 @@ from .errors import ConfigError
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
 REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",
-           "near_positive")
+           "near_positive", "knn_positive")
 REASON_CODE = {r: i for i, r in enumerate(REASONS)}
 SCORE_KINDS = ("percpos", "margin", "maxscore", "minscore")
-SIMILARITY_KINDS = ("near_duplicate", "near_positive")
+SIMILARITY_KINDS = ("near_duplicate", "near_positive", "knn_positive")
 THRESHOLD_KINDS = SCORE_KINDS + SIMILARITY_KINDS
-DEFAULTS = {"percpos": "0.95", "near_duplicate": "0.5", "near_positive": "auto"}
+DEFAULTS = {"percpos": "0.95", "near_duplicate": "0.5", "near_positive": "auto", "knn_positive": "0.5"}
 # The cascade, cheapest first (id and exact-text exclusion always run before any rule).
-CASCADE = "near_duplicate:0.5+near_positive:auto"
+CASCADE = "near_duplicate:0.5+near_positive:auto+knn_positive:0.5"
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class FilterSpec:
                     "nearpos": "near_positive"}.get(kind, kind)
             if kind not in THRESHOLD_KINDS:
                 raise ConfigError(f"unknown filter '{part}' (use none, cascade, percpos:P, margin:M, maxscore:S, "
-                                  "minscore:S, near_duplicate:J, near_positive:C|auto)")
+                                  "minscore:S, near_duplicate:J, near_positive:C|auto, knn_positive:F)")
             value = value or DEFAULTS.get(kind, "")
             if value == "auto" and kind in ("near_positive", "percpos"):
                 out.append(FilterSpec(kind, float("nan")))
@@ -69,7 +70,7 @@ class FilterSpec:
                 v = float(value)
             except ValueError:
                 raise ConfigError(f"filter '{part}' needs a number, e.g. {kind}:0.95") from None
-            if kind in ("percpos", "near_duplicate") and not 0 < v <= 1:
+            if kind in ("percpos", "near_duplicate", "knn_positive") and not 0 < v <= 1:
                 raise ConfigError(f"{kind} takes a fraction in (0, 1], got {v}")
             out.append(FilterSpec(kind, v))
         return out

@@ -20,7 +20,7 @@ from .errors import ConfigError, RunError
 from .filters import (REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
                       positive_reference, reason_counts)
 from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
-from .similarity import max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
+from .similarity import knn_positive_share, max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
 from .fingerprint import env_cache_dir, settings_key
 from .io import sha256_texts
 from .progress import SILENT, Reporter
@@ -221,6 +221,8 @@ def _similarities(ctx: _Context, ids: np.ndarray, valid: np.ndarray, pos_local: 
         shingles = shingle_matrix([ctx.col.doc_texts[i] for i in needed])
         out["near_duplicate"] = max_to_positives(
             ids, valid, pos_local, pos_docs, lambda a, b: pair_jaccard(shingles, local_row[a], local_row[b]))
+    if "knn_positive" in kinds:
+        out["knn_positive"] = knn_positive_share(ids, valid, pos_local, pos_docs, ctx.vectors)
     if "near_positive" in kinds:
         out["near_positive"] = max_to_positives(ids, valid, pos_local, pos_docs,
                                                 lambda a, b: pair_cosine(ctx.vectors, a, b))
@@ -231,7 +233,7 @@ def _calibrate(ctx: _Context) -> None:
     """Document vectors for near_positive (the dense teacher's, else ``near_model``'s) and the value
     of every ``auto`` rule from the known positives (leave-one-out), recorded with its reason."""
     q = ctx.cfg.calibration_quantile
-    if any(f.kind == "near_positive" for f in ctx.filters):
+    if any(f.kind in ("near_positive", "knn_positive") for f in ctx.filters):
         dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
         if dense is None:
             dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device)

@@ -69,3 +69,34 @@ def max_to_positives(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, 
     sims[ok] = pair_fn(ids[pr[ok], cols[ok]], np.repeat(pos_docs, c)[ok])  # type: ignore[operator]
     np.maximum.at(out, (pr, cols), sims)
     return out
+
+
+def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, pos_docs: np.ndarray,
+                       vectors: np.ndarray, k: int = 10, chunk: int = 64) -> np.ndarray:
+    """(rows x candidates) share of each candidate's nearest neighbours, within its query's pool
+    (known positives + candidates), that are known positives: the kNN "intrinsic" noise test. A
+    query with n positives looks at min(k, 2n) neighbours, so a majority is reachable."""
+    rows, c = ids.shape
+    npos = np.bincount(pos_local, minlength=rows)
+    width = int(npos.max()) if npos.size else 0
+    pos_mat = np.full((rows, max(width, 1)), -1, dtype=np.int64)
+    if pos_local.size:
+        start = np.searchsorted(pos_local, np.arange(rows))
+        pos_mat[pos_local, np.arange(pos_local.size) - start[pos_local]] = pos_docs
+    out = np.zeros(ids.shape)
+    kq = np.minimum(k, 2 * npos)
+    for s in range(0, rows, chunk):
+        e = min(s + chunk, rows)
+        pool = np.concatenate([ids[s:e], pos_mat[s:e]], axis=1)
+        ok = np.concatenate([valid[s:e], pos_mat[s:e] >= 0], axis=1)
+        v = np.asarray(vectors[np.maximum(pool, 0)], dtype=np.float32)
+        v /= np.maximum(np.linalg.norm(v, axis=2, keepdims=True), 1e-12)
+        sims = np.einsum("bid,bjd->bij", v[:, :c], v)
+        sims[~np.broadcast_to(ok[:, None, :], sims.shape)] = -np.inf
+        sims[:, np.arange(c), np.arange(c)] = -np.inf  # not its own neighbour
+        order = np.argsort(-sims, axis=2, kind="stable")
+        is_pos = np.concatenate([np.zeros((e - s, c), bool), pos_mat[s:e] >= 0], axis=1)
+        ranked_pos = np.take_along_axis(np.broadcast_to(is_pos[:, None, :], sims.shape), order, axis=2)
+        within = np.arange(sims.shape[2])[None, None, :] < kq[s:e, None, None]
+        out[s:e] = (ranked_pos & within).sum(axis=2) / np.maximum(kq[s:e, None], 1)
+    return np.where(valid, out, 0.0)
