@@ -137,3 +137,43 @@ def test_cascade_halves_naive_false_negatives_on_cranfield(cranfield_dir, cache_
     assert r["hardness_kept"] >= 0.8
     assert [s["filters"] for s in r["stages"]][0] == "none" and len(r["stages"]) == 4
     assert r["calibration"]["near_positive"]["value"] > 0
+
+
+def test_platt_scaling_recovers_a_known_calibration():
+    from hardneg.judge import auc, platt
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2, 20000)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(1.5 * x - 0.7)))).astype(float)
+    a, b = platt(x, y)
+    assert a == pytest.approx(1.5, abs=0.08) and b == pytest.approx(-0.7, abs=0.08)
+    assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+
+
+def test_cross_encoder_judge_through_the_cli(scifact_slice, slice_dir, cache_dir, tmp_path):
+    """train-judge on a slice run, then mining with --judge: the judge rescores only the top kept
+    candidates, its calibrated probabilities are stored, and its drops are exactly those at or
+    above the threshold."""
+    run_dir, judge_dir = tmp_path / "run", tmp_path / "judge"
+    res = runner.invoke(app, ["mine", "--dataset", str(slice_dir), "--split", "train", "--teacher", "bm25",
+                              "--num-negatives", "3", "--out", str(run_dir), "--cache-dir", str(cache_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train-judge", "--negatives", str(run_dir), "--out", str(judge_dir), "--dev-queries", "10",
+                              "--max-steps", "4", "--batch-size", "8", "--max-length", "64", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((judge_dir / "hardneg_judge.json").read_text())
+    assert meta["dev_pairs"] > 10 and meta["train_pairs"] > meta["dev_pairs"] and 0 <= meta["dev_auc"] <= 1
+    judged = tmp_path / "judged"
+    res = runner.invoke(app, ["mine", "--dataset", str(slice_dir), "--split", "train", "--teacher", "bm25",
+                              "--num-negatives", "3", "--judge", f"cross-encoder:{judge_dir}", "--judge-depth", "5",
+                              "--judge-threshold", "0.5", "--out", str(judged), "--cache-dir", str(cache_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    run = Run.load(judged)
+    prob = run.candidates.column("score_judge").to_numpy(zero_copy_only=False)
+    reason = np.asarray(run.candidates.column("reason").to_pylist(), dtype=object)
+    scored = ~np.isnan(prob)
+    assert scored.sum() > 0 and ((prob[scored] >= 0) & (prob[scored] <= 1)).all()
+    assert scored.sum() <= 5 * run.manifest["counts"]["queries"] * 2  # top 5 per query (and per deepened pass)
+    assert set(reason[scored & (prob >= 0.5)]) <= {"cross_encoder"}
+    assert not (reason[scored & (prob < 0.5)] == "cross_encoder").any()
+    assert run.manifest["judge"]["calibration"] == meta["calibration"]

@@ -63,6 +63,11 @@ QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candida
                                           "quantile of positive-to-positive cosines [default: 0.2]")]
 NearModelOpt = Annotated[str | None, Opt(help="embedding model for near_positive when the teacher has none "
                                          "[default: packaged MiniLM]")]
+JudgeOpt = Annotated[str | None, Opt(help="cross-encoder:PATH from `hardneg train-judge`: rescores the top kept "
+                                     "candidates after the rules")]
+JudgeDepthOpt = Annotated[int | None, Opt(help="non-positive ranks the judge rescores per query [default: 30]")]
+JudgeThresholdOpt = Annotated[float | None, Opt(help="drop when the judge's calibrated P(relevant) is at least this "
+                                                "[default: 0.5]")]
 QuietOpt = Annotated[bool, Opt(help="no progress bars")]
 
 
@@ -92,6 +97,9 @@ def mine(
     device: DeviceOpt = None,
     calibration_quantile: QuantileOpt = None,
     near_model: NearModelOpt = None,
+    judge: JudgeOpt = None,
+    judge_depth: JudgeDepthOpt = None,
+    judge_threshold: JudgeThresholdOpt = None,
     strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
     overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
     quiet: QuietOpt = False,
@@ -134,6 +142,9 @@ def audit(
     device: DeviceOpt = None,
     calibration_quantile: QuantileOpt = None,
     near_model: NearModelOpt = None,
+    judge: JudgeOpt = None,
+    judge_depth: JudgeDepthOpt = None,
+    judge_threshold: JudgeThresholdOpt = None,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -162,6 +173,32 @@ def audit(
     if result.get("calibration"):
         for kind, c in result["calibration"].items():
             out.print(f"calibrated {kind} = {c['value']:.4f}: {c['why']}", highlight=False)
+
+
+@app.command("train-judge")
+def train_judge(
+    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`: its positives and negatives are the pairs")],
+    out_dir: Annotated[str, Opt("--out", help="judge folder to write (a CrossEncoder + hardneg_judge.json)")],
+    model: Annotated[str | None, Opt(help="backbone [default: packaged MiniLM with a fresh head]")] = None,
+    dev_queries: Annotated[int, Opt(help="queries held out to calibrate the probabilities")] = 50,
+    seed: Annotated[int, Opt(help="seed for the dev split and training")] = 0,
+    epochs: Annotated[float, Opt(help="training epochs")] = 1.0,
+    max_steps: Annotated[int, Opt(help="stop after this many steps (overrides epochs)")] = -1,
+    batch_size: Annotated[int, Opt(help="pairs per batch")] = 16,
+    max_length: Annotated[int, Opt(help="max tokens per (query, document) pair")] = 256,
+    overwrite: Annotated[bool, Opt(help="replace a judge at --out")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a cross-encoder judge on labelled pairs plus mined negatives, calibrated on dev queries."""
+    from .judge import MANIFEST
+    from .judge import train_judge as train_fn
+
+    path = _call(train_fn, negatives, out_dir, model=model, dev_queries=dev_queries, seed=seed, epochs=epochs,
+                 max_steps=max_steps, batch_size=batch_size, max_length=max_length, overwrite=overwrite,
+                 progress=not quiet)
+    meta = json.loads((Path(path) / MANIFEST).read_text())
+    out.print(f"judge {path}: {meta['train_pairs']} training pairs, dev AUC {meta['dev_auc']:.3f} on "
+              f"{meta['dev_pairs']} pairs, {meta['seconds']:.0f} s", highlight=False)
 
 
 def _print_summary(run: Any) -> None:

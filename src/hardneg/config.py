@@ -40,6 +40,11 @@ class MineConfig(BaseModel):
                                         "to a positive than this quantile of positive-to-positive cosines")
     near_model: str | None = Field(None, description="embedding model for near_positive when the teacher has "
                                    "none [default: packaged MiniLM]")
+    judge: str | None = Field(None, description="cross-encoder:PATH (from `hardneg train-judge`): rescores the "
+                              "top judge_depth kept candidates after the rules")
+    judge_depth: int = Field(30, ge=1, description="non-positive ranks the judge rescores per query")
+    judge_threshold: float = Field(0.5, gt=0, lt=1, description="drop a candidate whose calibrated P(relevant) "
+                                   "is at least this")
     sampler: str = "top"
     num_negatives: int = Field(4, ge=1)
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
@@ -60,6 +65,13 @@ class MineConfig(BaseModel):
         for member in teacher_members(v):
             if member[0] not in ("bm25", "dense"):
                 raise ValueError(f"unknown teacher '{member[0]}' (use {', '.join(TEACHER_KINDS)})")
+        return v
+
+    @field_validator("judge")
+    @classmethod
+    def _judge(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("cross-encoder:"):
+            raise ValueError(f"unknown judge '{v}' (use cross-encoder:PATH)")
         return v
 
     @field_validator("filter")

@@ -17,7 +17,7 @@ from .cache import Cache
 from .config import MineConfig, load_config_file, teacher_members
 from .data import Collection, load
 from .errors import ConfigError, RunError
-from .filters import (REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
+from .filters import (REASON_CODE, REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
                       positive_reference, reason_counts)
 from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
 from .similarity import knn_positive_share, max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
@@ -62,7 +62,9 @@ def _versions() -> dict[str, str]:
 
 
 def _config_fingerprint(cfg: MineConfig, col: Collection) -> str:
-    return settings_key(cfg.output_settings(), col.source.get("checksums"), col.corpus_fingerprint(),
+    judge = Path(cfg.judge.split(":", 1)[1]) / "hardneg_judge.json" if cfg.judge else None
+    return settings_key(cfg.output_settings(), judge.read_text() if judge and judge.exists() else None,
+                        col.source.get("checksums"), col.corpus_fingerprint(),
                         col.queries_fingerprint(), col.qrels_fingerprint(), metadata.version("hardneg"))
 
 
@@ -136,6 +138,7 @@ class _Context:
     doc_hash: np.ndarray
     reporter: Reporter
     vectors: Any = None        # document embeddings for near_positive
+    judge: Any = None          # CrossEncoderJudge
     calibration: dict[str, Any] | None = None
 
 
@@ -203,6 +206,15 @@ def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -
         pos_ref = np.where(np.isfinite(floor_score), np.fmax(pos_ref, floor_score), pos_ref)
     reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref,
                            _similarities(ctx, ids, valid & ~is_pos, local, pos_docs))
+    if ctx.judge is not None:
+        # The judge rescores only what the rules kept near the top, where false negatives sit.
+        zone = valid & nonpos & (reason == 0) & (before < cfg.judge_depth)
+        zr, zc = np.nonzero(zone)
+        prob = np.full(ids.shape, np.nan)
+        prob[zr, zc] = ctx.judge.probabilities([col.query_texts[i] for i in q_idx[zr]],
+                                               [col.doc_texts[i] for i in ids[zr, zc]], ctx.reporter.enabled)
+        reason[zone & (prob >= cfg.judge_threshold)] = REASON_CODE["cross_encoder"]
+        scores["judge"] = prob
     chosen, derived = sample(sampler, cfg.num_negatives, valid & (reason == 0), rank, score, pos_ref,
                              ctx.query_hash[rows], ctx.doc_hash[safe], cfg.seed)
     exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
@@ -334,6 +346,10 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
                    np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
                    id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
     _calibrate(ctx)
+    if cfg.judge:
+        from .judge import CrossEncoderJudge
+
+        ctx.judge = CrossEncoderJudge(cfg.judge.split(":", 1)[1], batch_size=cfg.batch_size, device=cfg.device)
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
     short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
     deepened = 0
@@ -407,6 +423,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         "filter_on": filter_on,
         "filters": [str(f) for f in ctx.filters],
         "calibration": ctx.calibration,
+        "judge": ctx.judge.describe() if ctx.judge is not None else None,
         "filter_reference": "lowest positive score of the query (filter_on teacher)"
         + (f", raised to the score of non-positive rank {ctx.floor} where lower" if ctx.floor else ""),
         "sampler": str(ctx.sampler),

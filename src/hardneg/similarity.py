@@ -72,7 +72,7 @@ def max_to_positives(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, 
 
 
 def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, pos_docs: np.ndarray,
-                       vectors: np.ndarray, k: int = 10, chunk: int = 64) -> np.ndarray:
+                       vectors: np.ndarray, k: int = 10, budget: int = 20_000_000) -> np.ndarray:
     """(rows x candidates) share of each candidate's nearest neighbours, within its query's pool
     (known positives + candidates), that are known positives: the kNN "intrinsic" noise test. A
     query with n positives looks at min(k, 2n) neighbours, so a majority is reachable."""
@@ -85,6 +85,7 @@ def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray
         pos_mat[pos_local, np.arange(pos_local.size) - start[pos_local]] = pos_docs
     out = np.zeros(ids.shape)
     kq = np.minimum(k, 2 * npos)
+    chunk = max(1, budget // (c * (c + pos_mat.shape[1])))  # bounds the (chunk x c x pool) similarity block
     for s in range(0, rows, chunk):
         e = min(s + chunk, rows)
         pool = np.concatenate([ids[s:e], pos_mat[s:e]], axis=1)
