@@ -36,6 +36,17 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
 
 
+def _judges(specs: list[str] | None, relabel: bool) -> dict[str, Any]:
+    """``--judge`` values routed to the cross-encoder and LLM settings."""
+    out: dict[str, Any] = {"judge": None, "llm_judge": None, "relabel": relabel or None}
+    for spec in specs or []:
+        key = "llm_judge" if spec.startswith("llm:") else "judge"
+        if out[key] is not None:
+            _fail(f"--judge given twice for the same kind: {out[key]} and {spec}")
+        out[key] = spec
+    return out
+
+
 # Options shared by `mine` and `audit` (one definition, one help text).
 TeacherOpt = Annotated[str | None, Opt(help="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL] [default: dense]")]
 FilterOpt = Annotated[str | None, Opt("--filter", help="none | cascade | percpos:0.95 | margin:0.05 | maxscore:S | "
@@ -63,8 +74,13 @@ QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candida
                                           "quantile of positive-to-positive cosines [default: 0.2]")]
 NearModelOpt = Annotated[str | None, Opt(help="embedding model for near_positive when the teacher has none "
                                          "[default: packaged MiniLM]")]
-JudgeOpt = Annotated[str | None, Opt(help="cross-encoder:PATH from `hardneg train-judge`: rescores the top kept "
-                                     "candidates after the rules")]
+JudgeOpt = Annotated[list[str] | None, Opt(help="cross-encoder:PATH (from `hardneg train-judge`) and/or "
+                                           "llm:http://HOST:PORT/v1 | llm:PATH.gguf; repeat for both: the LLM then "
+                                           "sees only the cross-encoder's ambiguous band")]
+LLMModelOpt = Annotated[str | None, Opt(help="model name sent to an OpenAI-compatible LLM endpoint (key from "
+                                        "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY)")]
+RelabelOpt = Annotated[bool, Opt(help="candidates the judges agree are relevant become positives (reason "
+                                 "'relabelled', column relabelled_ids)")]
 JudgeDepthOpt = Annotated[int | None, Opt(help="non-positive ranks the judge rescores per query [default: 30]")]
 JudgeThresholdOpt = Annotated[float | None, Opt(help="drop when the judge's calibrated P(relevant) is at least this "
                                                 "[default: 0.5]")]
@@ -100,6 +116,8 @@ def mine(
     judge: JudgeOpt = None,
     judge_depth: JudgeDepthOpt = None,
     judge_threshold: JudgeThresholdOpt = None,
+    llm_model: LLMModelOpt = None,
+    relabel: RelabelOpt = False,
     strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
     overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
     quiet: QuietOpt = False,
@@ -110,6 +128,7 @@ def mine(
     from .progress import Reporter
 
     options["out"], options["strict"] = out_dir, strict or None
+    options.update(_judges(judge, relabel))
     if dataset is None and config is None:
         _fail("give --dataset (or --config with a dataset entry)")
     if out_dir is None and config is None:
@@ -145,6 +164,8 @@ def audit(
     judge: JudgeOpt = None,
     judge_depth: JudgeDepthOpt = None,
     judge_threshold: JudgeThresholdOpt = None,
+    llm_model: LLMModelOpt = None,
+    relabel: RelabelOpt = False,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -152,6 +173,7 @@ def audit(
     FN rate, FN recall, coverage and hardness kept, per filter stage."""
     options = {k: v for k, v in locals().items() if k not in ("dataset", "split", "hide_fraction", "seed",
                                                               "as_json", "quiet")}
+    options.update(_judges(judge, relabel))
     from .audit import audit as audit_fn
     from .audit import audit_table
     from .progress import Reporter

@@ -45,6 +45,17 @@ class MineConfig(BaseModel):
     judge_depth: int = Field(30, ge=1, description="non-positive ranks the judge rescores per query")
     judge_threshold: float = Field(0.5, gt=0, lt=1, description="drop a candidate whose calibrated P(relevant) "
                                    "is at least this")
+    llm_judge: str | None = Field(None, description="llm:http(s)://HOST/v1 (OpenAI-compatible) or llm:PATH.gguf; "
+                                  "with a cross-encoder it sees only the ambiguous band")
+    llm_model: str = "default"
+    llm_concurrency: int = Field(4, ge=1)
+    llm_retries: int = Field(3, ge=0)
+    llm_timeout: float = Field(30.0, gt=0)
+    llm_threshold: float = Field(0.5, gt=0, lt=1, description="drop when the LLM's P(yes) is at least this")
+    llm_band: float = Field(0.2, ge=0, lt=1, description="cross-encoder probabilities in [band, judge_threshold) "
+                            "go to the LLM")
+    relabel: bool = Field(False, description="candidates the judges agree are relevant become positives "
+                          "(reason 'relabelled', column relabelled_ids), never silently")
     sampler: str = "top"
     num_negatives: int = Field(4, ge=1)
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
@@ -72,6 +83,13 @@ class MineConfig(BaseModel):
     def _judge(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("cross-encoder:"):
             raise ValueError(f"unknown judge '{v}' (use cross-encoder:PATH)")
+        return v
+
+    @field_validator("llm_judge")
+    @classmethod
+    def _llm(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("llm:"):
+            raise ValueError(f"unknown LLM judge '{v}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
         return v
 
     @field_validator("filter")

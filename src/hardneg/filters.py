@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
 REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",
-           "near_positive", "knn_positive", "cross_encoder")
+           "near_positive", "knn_positive", "cross_encoder", "llm", "llm_error", "relabelled")
 REASON_CODE = {r: i for i, r in enumerate(REASONS)}
 SCORE_KINDS = ("percpos", "margin", "maxscore", "minscore")
 SIMILARITY_KINDS = ("near_duplicate", "near_positive", "knn_positive")

@@ -139,6 +139,7 @@ class _Context:
     reporter: Reporter
     vectors: Any = None        # document embeddings for near_positive
     judge: Any = None          # CrossEncoderJudge
+    llm: Any = None            # LLMJudge
     calibration: dict[str, Any] | None = None
 
 
@@ -215,10 +216,38 @@ def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -
                                                [col.doc_texts[i] for i in ids[zr, zc]], ctx.reporter.enabled)
         reason[zone & (prob >= cfg.judge_threshold)] = REASON_CODE["cross_encoder"]
         scores["judge"] = prob
+    if ctx.llm is not None:
+        _llm_stage(ctx, q_idx, ids, valid & nonpos & (before < cfg.judge_depth), reason, scores)
     chosen, derived = sample(sampler, cfg.num_negatives, valid & (reason == 0), rank, score, pos_ref,
                              ctx.query_hash[rows], ctx.doc_hash[safe], cfg.seed)
     exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
     return _Part(rows, ids, rank, scores, valid, reason, chosen, derived, hit is not None, exhaustive)
+
+
+def _llm_stage(ctx: _Context, q_idx: np.ndarray, ids: np.ndarray, top: np.ndarray, reason: np.ndarray,
+               scores: dict[str, np.ndarray]) -> None:
+    """The LLM judges what is still ambiguous: everything kept near the top, or with a cross-encoder
+    only its band [llm_band, judge_threshold) (plus what it dropped, when relabelling). A failed
+    answer drops the candidate as ``llm_error``: an unread reply never passes as a negative."""
+    cfg, col = ctx.cfg, ctx.col
+    ce = scores.get("judge")
+    if ce is None:
+        zone = top & (reason == 0)
+    else:
+        zone = top & (reason == 0) & (ce >= cfg.llm_band)
+        if cfg.relabel:
+            zone |= top & (reason == REASON_CODE["cross_encoder"])
+    zr, zc = np.nonzero(zone)
+    p = np.full(ids.shape, np.nan)
+    p[zr, zc] = ctx.llm.probabilities([col.query_texts[i] for i in q_idx[zr]],
+                                      [col.doc_texts[i] for i in ids[zr, zc]], ctx.reporter.enabled)
+    undecided = zone & (reason == 0)
+    reason[undecided & np.isnan(p)] = REASON_CODE["llm_error"]
+    reason[undecided & (p >= cfg.llm_threshold)] = REASON_CODE["llm"]
+    if cfg.relabel:
+        agree = zone & (p >= cfg.llm_threshold) & (ce >= cfg.judge_threshold if ce is not None else p >= 0.9)
+        reason[agree] = REASON_CODE["relabelled"]
+    scores["llm"] = p
 
 
 def _similarities(ctx: _Context, ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray,
@@ -350,6 +379,11 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         from .judge import CrossEncoderJudge
 
         ctx.judge = CrossEncoderJudge(cfg.judge.split(":", 1)[1], batch_size=cfg.batch_size, device=cfg.device)
+    if cfg.llm_judge:
+        from .llm import LLMConfig, LLMJudge, parse_llm_target
+
+        ctx.llm = LLMJudge(LLMConfig(parse_llm_target(cfg.llm_judge), cfg.llm_model, cfg.llm_concurrency,
+                                     cfg.llm_retries, cfg.llm_timeout), cache.root)
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
     short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
     deepened = 0
@@ -389,6 +423,15 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         order = np.lexsort((candidates.column("rank").to_numpy(), keys))
         candidates = candidates.take(pa.array(order))
     negatives = _negatives_table(ctx, chosen_ids, chosen_scores, chosen_ranks)
+    if cfg.relabel:
+        # Candidates the judges agree are relevant: new positives, listed per query in the run.
+        rr = [(p.rows[r], p.ids[r, c]) for p in parts for r, c in zip(*np.nonzero(p.valid & (
+            p.reason == REASON_CODE["relabelled"])))]
+        rows = np.array([a for a, _ in rr], dtype=np.int64)
+        docs = np.array([b for _, b in rr], dtype=np.int64)
+        o = np.argsort(rows, kind="stable")
+        off = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=q_idx.size))]).astype(np.int32)
+        negatives = negatives.append_column("relabelled_ids", _lists(off, col.doc_ids[docs[o]].tolist(), pa.string()))
     timings["tables"] = time.perf_counter() - t
 
     num = (chosen_ids >= 0).sum(axis=1)
@@ -424,6 +467,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         "filters": [str(f) for f in ctx.filters],
         "calibration": ctx.calibration,
         "judge": ctx.judge.describe() if ctx.judge is not None else None,
+        "llm_judge": ctx.llm.describe() if ctx.llm is not None else None,
         "filter_reference": "lowest positive score of the query (filter_on teacher)"
         + (f", raised to the score of non-positive rank {ctx.floor} where lower" if ctx.floor else ""),
         "sampler": str(ctx.sampler),

