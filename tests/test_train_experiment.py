@@ -83,6 +83,7 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     cfg = tmp_path / "exp.yaml"
     shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
     text = cfg.read_text().replace("../../shared/data/scifact", str((ROOT.parent / "shared" / "data" / "scifact")))
+    text = text.replace("  - name: in-batch\n", "  - name: in-batch\n    budget: {max_length: 48}\n")  # an override
     cfg.write_text(text)
     out = tmp_path / "exp"
     res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
@@ -90,18 +91,17 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     names = [r["variant"] for r in results["variants"]]
-    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos",
-                     "st-recipe-len256"]
+    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos"]
     for r in results["variants"]:
         assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0 and 0.0 <= r["dev_ndcg@10"] <= 1.0
         assert r["train_seconds"] > 0
-    assert (out / "results.md").read_text().count("\n| ") == 8
+    assert (out / "results.md").read_text().count("\n| ") == 7
     # The best variant is chosen on dev (held-out train queries), never on test; it and the baseline get
     # the extra seeds, and no dev query is ever trained on.
     chosen = results["dev"]["selected"]
     dev_scores = {r["variant"]: json.loads((out / "variants" / r["variant"] / "seed-0" / "dev_metrics.json")
                                            .read_text())["ndcg@10"]
-                  for r in results["variants"] if r["variant"] not in ("st-recipe", "st-recipe-len256")}
+                  for r in results["variants"] if r["variant"] != "st-recipe"}
     assert chosen == max(dev_scores, key=lambda k: dev_scores[k])
     assert {r["variant"]: r["seeds"] for r in results["variants"] if r["seeds"] == 2} == {chosen: 2, "st-recipe": 2}
     dev_ids = {json.loads(x)["query_id"] for x in (out / "base" / "dev_per_query.jsonl").read_text().splitlines()}
@@ -113,8 +113,11 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
         run = Run.load(out / "variants" / name / "run")
         trained = set(run.negatives.column("query_id").to_pylist())
         assert trained and not trained & dev_ids
+    lengths = {p.parts[-4]: json.loads(p.read_text())["config"]["max_length"]
+               for p in out.glob("variants/*/seed-0/model/hardneg_train.json")}
+    assert lengths.pop("in-batch") == 48 and set(lengths.values()) == {64}  # the variant's budget override
     done = {p: p.stat().st_mtime_ns for p in out.glob("variants/*/seed-*/metrics.json")}
-    assert len(done) == 9
+    assert len(done) == 8
     res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
                               "--cache-dir", str(cache_dir), "--quiet"])
     assert res.exit_code == 0
