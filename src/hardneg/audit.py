@@ -75,6 +75,7 @@ class StageAudit:
     quantiles_kept: list[float]
     quantiles_naive: list[float]
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    judges: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -139,6 +140,7 @@ def measure(run: Run, col: Collection, hidden: Hidden) -> StageAudit:
         quantiles_kept=q(score[selected]),
         quantiles_naive=q(score[naive]),
         dropped=by_reason,
+        judges=[j for j in (run.manifest["config"].get("judge"), run.manifest["config"].get("llm_judge")) if j],
     )
 
 
@@ -161,9 +163,13 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
     mine_options.pop("out", None)
     mine_options.setdefault("seed", seed)
     chain = str(mine_options.pop("filter", "percpos:0.95"))
+    judges = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
+    plan = [(f, {}) for f in (stage_prefixes(chain) if stages else [chain])]
+    if judges:  # the judges come last, after every rule
+        plan = (plan if stages else []) + [(chain, judges)]
     rows = []
-    for f in (stage_prefixes(chain) if stages else [chain]):
-        run = mine(visible, filter=f, reporter=reporter, **mine_options)
+    for f, extra in plan:
+        run = mine(visible, filter=f, reporter=reporter, **mine_options, **extra)
         rows.append((run, measure(run, visible, hidden)))
     final_run, final = rows[-1]
     return {
@@ -188,7 +194,12 @@ def audit_table(result: dict[str, Any]) -> list[list[str]]:
     """Rows for a table: one per stage, named by the rule it adds to those above it."""
     out, before = [], ""
     for s in result["stages"]:
-        name = "naive top-k" if s["filters"] == "none" else "+ " + s["filters"][len(before):].lstrip("+")
+        if s.get("judges"):
+            name = "+ " + " + ".join(s["judges"])
+        elif s["filters"] == "none":
+            name = "naive top-k"
+        else:
+            name = "+ " + s["filters"][len(before):].lstrip("+")
         before = "" if s["filters"] == "none" else s["filters"]
         out.append([name, f"{s['fn_rate']:.1%}", f"{s['fn_recall']:.1%}", f"{s['coverage']:.1%}",
                     f"{s['hardness_kept']:.3f}", str(s["returned"])])
