@@ -304,7 +304,8 @@ def results_markdown(results: dict[str, Any]) -> str:
              f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}.", ""]
     if dev:
         lines += [f"Dev: {dev['queries']} train queries held out (seed {dev['seed']}), never trained on; base dev "
-                  f"nDCG@10 {dev['base_ndcg@10']:.4f}. Chosen on dev: **{dev['selected']}**.", ""]
+                  f"nDCG@10 {dev['base_ndcg@10']:.4f}." + (f" Chosen on dev: **{dev['selected']}**." if dev["selected"]
+                                                             else ""), ""]
     head = "| variant | seeds | " + ("dev nDCG@10 | " if dev else "") + \
         "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | train s |"
     lines += [head, "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)]
