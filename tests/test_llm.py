@@ -45,7 +45,7 @@ class _Scripted(BaseHTTPRequestHandler):
         elif step == "nologprobs":
             payload = json.dumps({"choices": [{"text": " yes"}]}).encode()
         else:
-            yes = 0.9 if "cells" in body["prompt"] else 0.1
+            yes = 0.95 if "cell" in body["prompt"].lower() else 0.1
             payload = json.dumps({"choices": [{"text": " yes", "logprobs": {"top_logprobs": [
                 {" yes": math.log(yes), " no": math.log(1 - yes)}]}}]}).encode()
         self.send_response(200)
@@ -72,10 +72,10 @@ def test_http_judge_retries_then_reports_and_caches(scripted_server, tmp_path):
     judge = LLMJudge(cfg, tmp_path)
     _Scripted.plan = ["malformed", "slow"]  # two bad replies, then good ones: retried, not "no"
     p = judge.probabilities(["what are cells", "rockets"], ["cells are ...", "a rocket is ..."])
-    assert p.tolist() == pytest.approx([0.9, 0.1]) and judge.errors == []
+    assert p.tolist() == pytest.approx([0.95, 0.1]) and judge.errors == []
     assert _Scripted.calls == 4
     again = LLMJudge(cfg, tmp_path)
-    assert again.probabilities(["what are cells"], ["cells are ..."]).tolist() == pytest.approx([0.9])
+    assert again.probabilities(["what are cells"], ["cells are ..."]).tolist() == pytest.approx([0.95])
     assert again.calls == 0 and again.cache_hits == 1 and _Scripted.calls == 4  # a rerun costs nothing
     _Scripted.plan = ["nologprobs"] * 3  # every try unreadable: reported as an error, NaN, never 0
     bad = LLMJudge(cfg, tmp_path).probabilities(["q new"], ["d new"])
@@ -93,6 +93,25 @@ def test_unreadable_llm_answers_are_dropped_as_errors_when_mining(scifact_slice,
     assert run.manifest["llm_judge"]["errors"] == reasons["llm_error"]
     sel = run.candidates.filter(run.candidates.column("selected")).column("reason").to_pylist()
     assert "llm_error" not in sel
+
+
+def test_relabelled_candidates_are_written_as_such(scifact_slice, cache_dir, scripted_server):
+    """--relabel with an LLM judge alone: P(yes) >= 0.9 makes a candidate a new positive, marked in
+    the candidates and listed per query, never returned as a negative."""
+    import hardneg
+
+    run = hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, llm_judge=f"llm:{scripted_server}",
+                       relabel=True, judge_depth=3, cache_dir=str(cache_dir))
+    c = run.candidates
+    reason = np.asarray(c.column("reason").to_pylist(), dtype=object)
+    marked = set(zip(np.asarray(c.column("query_id").to_pylist())[reason == "relabelled"],
+                     np.asarray(c.column("doc_id").to_pylist())[reason == "relabelled"]))
+    listed = {(q, d) for q, ds in zip(run.negatives.column("query_id").to_pylist(),
+                                      run.negatives.column("relabelled_ids").to_pylist()) for d in ds}
+    assert marked and marked == listed
+    returned = {(q, d) for q, ds in zip(run.negatives.column("query_id").to_pylist(),
+                                        run.negatives.column("negative_ids").to_pylist()) for d in ds}
+    assert not marked & returned
 
 
 # ---------------------------------------------------------------------------- real llama.cpp

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .data import Collection, load
 from .errors import ConfigError, RunError
@@ -27,18 +28,18 @@ MANIFEST = "hardneg_judge.json"
 def _pairs(col: Collection, run: Run) -> tuple[list[list[str]], np.ndarray]:
     """(query, document) texts and 1/0 labels: every positive of ``col`` and every mined negative
     of its queries."""
+    import pyarrow.compute as pc
+
     pos = col.positives()
-    texts = [[col.query_texts[q], col.doc_texts[d]] for q, d in zip(pos.query_idx, pos.doc_idx)]
-    labels = [1.0] * len(texts)
-    neg = run.negatives
-    keep = np.isin(neg.column("query_id").to_numpy(zero_copy_only=False), col.query_ids[col.judged_queries()])
-    for qid, dids in zip(np.asarray(neg.column("query_id").to_pylist())[keep],
-                         np.asarray(neg.column("negative_ids").to_pylist(), dtype=object)[keep]):
-        qt = col.query_texts[int(col.query_index([qid])[0])]
-        for d in col.doc_index(list(dids)):
-            texts.append([qt, col.doc_texts[d]])
-            labels.append(0.0)
-    return texts, np.asarray(labels)
+    neg = run.negatives.filter(pc.is_in(run.negatives.column("query_id"),
+                                        value_set=pa.array(col.query_ids[col.judged_queries()].tolist())))
+    lists = neg.column("negative_ids").combine_chunks()
+    nq = col.query_index(neg.column("query_id").to_pylist())[pc.list_parent_indices(lists).to_numpy()]
+    nd = col.doc_index(pc.list_flatten(lists).to_pylist())
+    q = np.concatenate([pos.query_idx, nq]).astype(np.int64)
+    d = np.concatenate([pos.doc_idx, nd]).astype(np.int64)
+    texts = [[col.query_texts[a], col.doc_texts[b]] for a, b in zip(q, d)]
+    return texts, np.r_[np.ones(len(pos)), np.zeros(nd.size)]
 
 
 def platt(logits: np.ndarray, labels: np.ndarray, iters: int = 100) -> tuple[float, float]:

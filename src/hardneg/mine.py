@@ -425,10 +425,9 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     negatives = _negatives_table(ctx, chosen_ids, chosen_scores, chosen_ranks)
     if cfg.relabel:
         # Candidates the judges agree are relevant: new positives, listed per query in the run.
-        rr = [(p.rows[r], p.ids[r, c]) for p in parts for r, c in zip(*np.nonzero(p.valid & (
-            p.reason == REASON_CODE["relabelled"])))]
-        rows = np.array([a for a, _ in rr], dtype=np.int64)
-        docs = np.array([b for _, b in rr], dtype=np.int64)
+        hits = [np.nonzero(p.valid & (p.reason == REASON_CODE["relabelled"])) for p in parts]
+        rows = np.concatenate([p.rows[r] for p, (r, _) in zip(parts, hits)]).astype(np.int64)
+        docs = np.concatenate([p.ids[r, c] for p, (r, c) in zip(parts, hits)]).astype(np.int64)
         o = np.argsort(rows, kind="stable")
         off = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=q_idx.size))]).astype(np.int32)
         negatives = negatives.append_column("relabelled_ids", _lists(off, col.doc_ids[docs[o]].tolist(), pa.string()))
