@@ -68,6 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/hardneg-bench"))
+    ap.add_argument("--encoders", default="torch,auto", help="hardneg encoders to compare (torch = ST's settings)")
     ap.add_argument("--child", choices=["st"])
     ap.add_argument("--cache", type=Path)
     ap.add_argument("--out", type=Path)
@@ -82,40 +83,48 @@ def main() -> None:
     work.mkdir(parents=True)
     hn_cmd = [shutil.which("hardneg") or "hardneg", "mine", "--dataset", str(args.data), "--split", "train",
               "--teacher", "dense", "--filter", "percpos:0.95", "--num-negatives", "4", "--depth", "50",
-              "--max-depth", "50", "--cache-dir", str(work / "hn-cache"), "--quiet", "--overwrite"]
+              "--max-depth", "50", "--quiet", "--overwrite"]
     st_cmd = [sys.executable, __file__, "--child", "st", "--data", str(args.data), "--cache", str(work / "st-cache"),
               "--out", str(work / "st-negatives.json")]
     results = {}
-    for label, cmd in [("hardneg cold", hn_cmd + ["--out", str(work / "run-cold")]),
-                       ("hardneg warm", hn_cmd + ["--out", str(work / "run-warm")]),
-                       ("st cold", st_cmd), ("st warm", st_cmd)]:
+    runs = []
+    for enc in args.encoders.split(","):
+        cmd = hn_cmd + ["--encoder", enc, "--cache-dir", str(work / f"hn-cache-{enc}")]
+        runs += [(f"hardneg {enc} cold", cmd + ["--out", str(work / f"run-{enc}-cold")]),
+                 (f"hardneg {enc} warm", cmd + ["--out", str(work / f"run-{enc}-warm")])]
+    for label, cmd in runs + [("st cold", st_cmd), ("st warm", st_cmd)]:
         results[label] = run_measured(cmd)
         print(f"{label}: {results[label][0]:.1f} s, {results[label][1]:.0f} MB", flush=True)
 
     import pyarrow.parquet as pq
 
-    run = pq.read_table(work / "run-warm" / "negatives.parquet").to_pylist()
-    manifest = json.loads((work / "run-cold" / "manifest.json").read_text())
-    hn = {r["query_id"]: set(r["negative_ids"]) for r in run}
     st = {q: set(v) for q, v in json.loads((work / "st-negatives.json").read_text()).items()}
-    both = sorted(set(hn) | set(st))
-    union = [q for q in both if hn.get(q) or st.get(q)]  # queries where either side found negatives
-    jac = [len(hn.get(q, set()) & st.get(q, set())) / len(hn.get(q, set()) | st.get(q, set())) for q in union]
-    identical = sum(hn.get(q, set()) == st.get(q, set()) for q in both)
-
     print(f"\n### SciFact train mining, hardneg vs sentence-transformers ({date.today()})\n")
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
     print("| run | wall (s) | peak RSS (MB) |\n|---|---:|---:|")
     for label, (wall, rss) in results.items():
         print(f"| {label} | {wall:.1f} | {rss:.0f} |")
-    for phase in ("cold", "warm"):
-        w = results[f"st {phase}"][0] / results[f"hardneg {phase}"][0]
-        m = results[f"hardneg {phase}"][1] / results[f"st {phase}"][1]
-        print(f"\n{phase}: hardneg is {w:.2f}x ST's speed; hardneg peak RSS = {m:.2f}x ST's")
-    print(f"\nnegatives: mean Jaccard {sum(jac) / len(jac):.3f} over the {len(union)} queries where either side "
-          f"found negatives; identical sets {identical}/{len(both)} queries; hardneg coverage "
-          f"{manifest['counts']['coverage']:.3f}, ST {sum(map(len, st.values())) / (4 * len(hn)):.3f}")
-    print(f"hardneg cold stage timings (s): {manifest['timings']}")
+    for enc in args.encoders.split(","):
+        manifest = json.loads((work / f"run-{enc}-cold" / "manifest.json").read_text())
+        print(f"\n**hardneg --encoder {enc}** (resolved: {manifest['teacher']['encoder']})")
+        for phase in ("cold", "warm"):
+            w = results[f"st {phase}"][0] / results[f"hardneg {enc} {phase}"][0]
+            m = results[f"hardneg {enc} {phase}"][1] / results[f"st {phase}"][1]
+            print(f"- {phase}: hardneg is {w:.2f}x ST's speed; hardneg peak RSS = {m:.2f}x ST's")
+        run = pq.read_table(work / f"run-{enc}-warm" / "negatives.parquet").to_pylist()
+        hn = {r["query_id"]: set(r["negative_ids"]) for r in run}
+        both = sorted(set(hn) | set(st))
+        union = [q for q in both if hn.get(q) or st.get(q)]  # queries where either side found negatives
+        jac = [len(hn.get(q, set()) & st.get(q, set())) / len(hn.get(q, set()) | st.get(q, set())) for q in union]
+        identical = sum(hn.get(q, set()) == st.get(q, set()) for q in both)
+        print(f"- negatives: mean Jaccard {sum(jac) / len(jac):.3f} over the {len(union)} queries where either "
+              f"side found negatives; identical sets {identical}/{len(both)} queries; hardneg coverage "
+              f"{manifest['counts']['coverage']:.3f}, ST {sum(map(len, st.values())) / (4 * len(hn)):.3f}")
+        timings = manifest["timings"]
+        wall = results[f"hardneg {enc} cold"][0]
+        over = wall - timings["prepare"]
+        print(f"- where the cold time goes (s): {timings}; wall {wall:.1f}; everything but encoding "
+              f"(start-up, load, search, filter, write) {over:.1f} s = {100 * over / wall:.1f}% of wall")
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .io import write_json, write_npy, write_npz
+from .store import DTYPES, EmbeddingMatrix, write_rows
 
 Encoder = Callable[[list[str]], np.ndarray]
+ShardEncoder = Callable[[Iterator[tuple[int, list[str]]]], Iterator[tuple[int, np.ndarray]]]
+"""Encodes (shard number, texts) items, yielding (shard number, embeddings) in any order."""
 
 
 class Cache:
@@ -31,39 +34,39 @@ class Cache:
 
     def embeddings(self, key: str, texts: Sequence[str], encode: Encoder, shard_size: int = 2048,
                    on_progress: Callable[[int], None] | None = None,
-                   meta: dict[str, Any] | None = None) -> np.ndarray:
-        """Embeddings of ``texts`` (row i = texts[i]) from the cache, encoding what is missing."""
+                   meta: dict[str, Any] | None = None, dtype: str = "fp32",
+                   encode_shards: ShardEncoder | None = None) -> EmbeddingMatrix:
+        """Embeddings of ``texts`` (row i = texts[i]) from the cache, encoding what is missing.
+        ``encode_shards`` (e.g. Ray workers) encodes many missing shards at once instead of ``encode``."""
         final = self.embedding_path(key)
         if final.exists():
             if on_progress:
                 on_progress(len(texts))
-            return np.load(final, mmap_mode="r")
+            return EmbeddingMatrix(final)
         folder = final.parent
         folder.mkdir(parents=True, exist_ok=True)
         # Longest first: similar lengths share a batch (less padding) and the first shard is the slowest.
         order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)),
                            kind="stable")
-        shards = []
-        for n, start in enumerate(range(0, len(texts), shard_size)):
-            idx = order[start:start + shard_size]
-            shard = folder / f"shard-{n:05d}.npy"
-            if not shard.exists():
-                emb = np.asarray(encode([texts[i] for i in idx]), dtype=np.float32)
-                self.encoded_texts += len(idx)
-                write_npy(shard, emb)
+        shards = [(order[s:s + shard_size], folder / f"shard-{n:05d}.npy")
+                  for n, s in enumerate(range(0, len(texts), shard_size))]
+        todo = [n for n, (_, shard) in enumerate(shards) if not shard.exists()]
+        if on_progress:
+            on_progress(len(texts) - sum(len(shards[n][0]) for n in todo))
+        work = ((n, [texts[i] for i in shards[n][0]]) for n in todo)
+        results = encode_shards(work) if encode_shards else ((n, encode(batch)) for n, batch in work)
+        for n, emb in results:  # each shard is written atomically as it arrives: a kill loses none
+            write_npy(shards[n][1], np.asarray(emb, dtype=DTYPES[dtype]))
+            self.encoded_texts += len(shards[n][0])
             if on_progress:
-                on_progress(len(idx))
-            shards.append((idx, shard))
+                on_progress(len(shards[n][0]))
         dim = np.load(shards[0][1], mmap_mode="r").shape[1] if shards else 0
-        out = np.empty((len(texts), dim), dtype=np.float32)
-        for idx, shard in shards:
-            out[idx] = np.load(shard)
-        write_npy(final, out)
+        write_rows(final, ((idx, np.load(shard)) for idx, shard in shards), (len(texts), dim), DTYPES[dtype])
         if meta is not None:
-            write_json(folder / "meta.json", meta)
+            write_json(folder / "meta.json", {**meta, "dtype": dtype})
         for _, shard in shards:
             shard.unlink(missing_ok=True)
-        return np.load(final, mmap_mode="r")
+        return EmbeddingMatrix(final)
 
     def array_path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.npz"

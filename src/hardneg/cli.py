@@ -62,7 +62,10 @@ FloorOpt = Annotated[int | None, Opt(help="positive-aware rules use max(s+, scor
                                      "[default: 10 for BM25, off for dense]")]
 SeedOpt = Annotated[int | None, Opt(help="seed for every random choice [default: 0]")]
 CacheOpt = Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")]
-SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf [default: exact]")]
+SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss-ivfpq "
+                                      "[default: exact]")]
+EmbDtypeOpt = Annotated[str | None, Opt(help="stored corpus embeddings: fp32 | fp16 (half the disk and reads) "
+                                        "[default: fp32]")]
 FusionOpt = Annotated[str | None, Opt(help="hybrid fusion: rrf | minmax | zscore [default: rrf]")]
 FilterOnOpt = Annotated[str | None, Opt(help="teacher whose scores the filters use (hybrid: first dense)")]
 QPromptOpt = Annotated[str | None, Opt(help="prompt prepended to queries (dense)")]
@@ -70,6 +73,9 @@ DPromptOpt = Annotated[str | None, Opt(help="prompt prepended to documents (dens
 MaxLenOpt = Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")]
 BatchOpt = Annotated[int | None, Opt(help="encoding batch size [default: 32]")]
 DeviceOpt = Annotated[str | None, Opt(help="torch device [default: auto]")]
+EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (bf16 where the hardware runs it natively, else "
+                                       "torch fp32) | torch | bf16 | onnx | onnx-int8 [default: auto]")]
+BackendOpt = Annotated[str | None, Opt(help="local | ray | ray:ADDRESS (an existing cluster) [default: local]")]
 QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candidates closer to a positive than this "
                                           "quantile of positive-to-positive cosines [default: 0.2]")]
 NearModelOpt = Annotated[str | None, Opt(help="embedding model for near_positive when the teacher has none "
@@ -111,6 +117,9 @@ def mine(
     max_length: MaxLenOpt = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
+    encoder: EncoderOpt = None,
+    embedding_dtype: EmbDtypeOpt = None,
+    backend: BackendOpt = None,
     calibration_quantile: QuantileOpt = None,
     near_model: NearModelOpt = None,
     judge: JudgeOpt = None,
@@ -159,6 +168,8 @@ def audit(
     max_length: MaxLenOpt = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
+    encoder: EncoderOpt = None,
+    backend: BackendOpt = None,
     calibration_quantile: QuantileOpt = None,
     near_model: NearModelOpt = None,
     judge: JudgeOpt = None,
@@ -291,6 +302,7 @@ def evaluate(
     cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
     keep_identical_ids: Annotated[bool, Opt(help="keep documents whose id equals the query id")] = False,
     batch_size: Annotated[int, Opt(help="encoding batch size")] = 32,
+    encoder: EncoderOpt = None,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
@@ -301,7 +313,8 @@ def evaluate(
 
     measures = tuple(measure) if measure else DEFAULT_MEASURES
     res = _call(evaluate_fn, dataset, split, model, teacher, measures, depth, cache_dir,
-                not keep_identical_ids, batch_size, reporter=Reporter(not (quiet or as_json)))
+                not keep_identical_ids, batch_size, reporter=Reporter(not (quiet or as_json)),
+                encoder=encoder or "auto")
     if per_query:
         res.save_per_query(per_query)
     if as_json:

@@ -66,6 +66,10 @@ class MineConfig(BaseModel):
     max_length: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     device: str | None = None
+    encoder: str = Field("auto", description="dense encoder: auto (bf16 where native, else torch) | torch | "
+                         "bf16 | onnx | onnx-int8")
+    embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 or fp16")
+    backend: str = Field("local", description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
     strict: bool = False
     cache_dir: str | None = None
     out: str | None = None
@@ -118,9 +122,16 @@ class MineConfig(BaseModel):
             raise ValueError(f"unknown fusion '{v}' (use {', '.join(FUSIONS)})")
         return v
 
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        if v != "local" and v != "ray" and not v.startswith("ray:"):
+            raise ValueError(f"unknown backend '{v}' (use local, ray or ray:ADDRESS)")
+        return v
+
     def output_settings(self) -> dict[str, Any]:
         """The fields that decide the output bytes (not where they go or how they are cached)."""
-        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size"})
+        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend"})
 
 
 def teacher_members(spec: str) -> list[tuple[str, str | None]]:

@@ -184,7 +184,8 @@ def fast_metrics(col: Collection, ranking: Ranking, ndcg_k: int = 10, recall_k: 
 def evaluate(dataset: Any, split: str = "test", model: str | None = None, teacher: str = "dense",
              measures: tuple[str, ...] = DEFAULT_MEASURES, depth: int = 1000, cache_dir: str | None = None,
              ignore_identical_ids: bool = True, batch_size: int = 32, max_length: int | None = None,
-             query_prompt: str | None = None, doc_prompt: str | None = None, reporter: Any = None) -> Evaluation:
+             query_prompt: str | None = None, doc_prompt: str | None = None, reporter: Any = None,
+             encoder: str = "auto") -> Evaluation:
     """Retrieve over the whole corpus for the split's judged queries and score the ranking.
     ``teacher`` is ``dense`` (with ``model``, default the packaged MiniLM), ``bm25`` or ``hybrid``.
     Corpus embeddings come from (and go to) the same cache as mining."""
@@ -199,7 +200,7 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
     spec = teacher if teacher != "dense" or not model else f"dense:{model}"
     name = str(dataset) if isinstance(dataset, str | Path) else str(col.source.get("path", "<collection>"))
     cfg = MineConfig(dataset=name, split=split, teacher=spec, batch_size=batch_size,
-                     max_length=max_length, query_prompt=query_prompt, doc_prompt=doc_prompt)
+                     max_length=max_length, query_prompt=query_prompt, doc_prompt=doc_prompt, encoder=encoder)
     t = build_teacher(cfg)
     q_idx = col.judged_queries()
     t.prepare(col, q_idx, Cache(env_cache_dir(cache_dir)), reporter or SILENT)

@@ -14,18 +14,32 @@ import numpy as np
 import pyarrow as pa
 
 from .cache import Cache
+from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
 from .config import MineConfig, load_config_file, teacher_members
 from .data import Collection, load
 from .errors import ConfigError, RunError
-from .filters import (REASON_CODE, REASONS, SIMILARITY_KINDS, FilterSpec, apply_filters, normalised_text_hash,
-                      positive_reference, reason_counts)
-from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
-from .similarity import knn_positive_share, max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
+from .filters import (
+    REASON_CODE,
+    REASONS,
+    SIMILARITY_KINDS,
+    FilterSpec,
+    apply_filters,
+    normalised_text_hash,
+    positive_reference,
+    reason_counts,
+)
 from .fingerprint import env_cache_dir, settings_key
 from .io import sha256_texts
 from .progress import SILENT, Reporter
 from .runs import Run, existing_run
 from .samplers import SamplerSpec, id_hashes, sample
+from .similarity import (
+    knn_positive_share,
+    max_to_positives,
+    pair_cosine,
+    pair_jaccard,
+    shingle_matrix,
+)
 from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
 
 LEXICAL_FLOOR = 10
@@ -45,7 +59,8 @@ def build_teacher(cfg: MineConfig) -> Teacher:
         else:
             members.append(DenseTeacher(model, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
                                         batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
-                                        name=name, seed=cfg.seed))
+                                        name=name, seed=cfg.seed, encoder=cfg.encoder,
+                                        embedding_dtype=cfg.embedding_dtype))
     if cfg.teacher.startswith("hybrid"):
         return HybridTeacher(members, fusion=cfg.fusion)
     return members[0]
@@ -153,14 +168,33 @@ class _Part:
     scores: dict[str, np.ndarray]
     valid: np.ndarray
     reason: np.ndarray
-    chosen: np.ndarray
-    derived: dict[str, float]
+    before: np.ndarray         # non-positives ranked above each candidate
+    nonpos: np.ndarray
+    pos_ref: np.ndarray
     search_cache_hit: bool
     exhaustive: int
+    chosen: np.ndarray | None = None
+    derived: dict[str, float] | None = None
 
 
 def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -> _Part:
-    """Search ``depth`` non-positive candidates for these rows, filter them and sample."""
+    """Search ``depth`` non-positive candidates for these rows, filter, judge and sample them.
+    With ``--backend ray`` the search and rule filters run as Ray tasks over query shards."""
+    if ctx.cfg.backend.startswith("ray"):
+        from .ray_backend import rule_parts
+
+        part = _merge_parts(rule_parts(ctx, rows, depth))
+    else:
+        part = _rule_part(ctx, rows, depth)
+    _judge_part(ctx, part)
+    part.chosen, part.derived = sample(sampler, ctx.cfg.num_negatives, part.valid & (part.reason == 0), part.rank,
+                                       part.scores[ctx.filter_on], part.pos_ref, ctx.query_hash[part.rows],
+                                       ctx.doc_hash[np.where(part.valid, part.ids, 0)], ctx.cfg.seed)
+    return part
+
+
+def _rule_part(ctx: _Context, rows: np.ndarray, depth: int) -> _Part:
+    """Search ``depth`` non-positive candidates for these rows and apply the rule filters."""
     cfg, col, nd = ctx.cfg, ctx.col, ctx.col.num_docs
     q_idx = ctx.q_idx[rows]
     in_part = np.isin(ctx.pos_rows, rows)
@@ -207,21 +241,46 @@ def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -
         pos_ref = np.where(np.isfinite(floor_score), np.fmax(pos_ref, floor_score), pos_ref)
     reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref,
                            _similarities(ctx, ids, valid & ~is_pos, local, pos_docs))
+    exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
+    return _Part(rows, ids, rank, scores, valid, reason, before, nonpos, pos_ref, hit is not None, exhaustive)
+
+
+def _merge_parts(parts: list[_Part]) -> _Part:
+    """One part from shards of rows, padded to the widest (padding is never valid). The arrays are
+    new, writable copies (Ray hands back read-only ones)."""
+    width = max(p.ids.shape[1] for p in parts)
+
+    def cat(get: Any, fill: Any) -> np.ndarray:
+        arrays = [get(p) for p in parts]
+        return np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill)
+                               for a in arrays])
+
+    rows = np.concatenate([p.rows for p in parts])
+    ids = cat(lambda p: p.ids, -1)
+    rank = np.broadcast_to(np.arange(1, width + 1, dtype=np.int32), ids.shape)
+    scores = {name: cat(lambda p, n=name: p.scores[n], np.nan) for name in parts[0].scores}
+    return _Part(rows, ids, rank, scores, cat(lambda p: p.valid, False), cat(lambda p: p.reason, 0),
+                 cat(lambda p: p.before, np.iinfo(np.int64).max), cat(lambda p: p.nonpos, False),
+                 np.concatenate([p.pos_ref for p in parts]), all(p.search_cache_hit for p in parts),
+                 sum(p.exhaustive for p in parts))
+
+
+def _judge_part(ctx: _Context, part: _Part) -> None:
+    """Model judges (cross-encoder, then LLM) on what the rules kept near the top, in place."""
+    cfg, col = ctx.cfg, ctx.col
+    q_idx, ids, reason = ctx.q_idx[part.rows], part.ids, part.reason
+    near_top = part.valid & part.nonpos & (part.before < cfg.judge_depth)
     if ctx.judge is not None:
         # The judge rescores only what the rules kept near the top, where false negatives sit.
-        zone = valid & nonpos & (reason == 0) & (before < cfg.judge_depth)
+        zone = near_top & (reason == 0)
         zr, zc = np.nonzero(zone)
         prob = np.full(ids.shape, np.nan)
         prob[zr, zc] = ctx.judge.probabilities([col.query_texts[i] for i in q_idx[zr]],
                                                [col.doc_texts[i] for i in ids[zr, zc]], ctx.reporter.enabled)
         reason[zone & (prob >= cfg.judge_threshold)] = REASON_CODE["cross_encoder"]
-        scores["judge"] = prob
+        part.scores["judge"] = prob
     if ctx.llm is not None:
-        _llm_stage(ctx, q_idx, ids, valid & nonpos & (before < cfg.judge_depth), reason, scores)
-    chosen, derived = sample(sampler, cfg.num_negatives, valid & (reason == 0), rank, score, pos_ref,
-                             ctx.query_hash[rows], ctx.doc_hash[safe], cfg.seed)
-    exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
-    return _Part(rows, ids, rank, scores, valid, reason, chosen, derived, hit is not None, exhaustive)
+        _llm_stage(ctx, q_idx, ids, near_top, reason, part.scores)
 
 
 def _llm_stage(ctx: _Context, q_idx: np.ndarray, ids: np.ndarray, top: np.ndarray, reason: np.ndarray,
@@ -277,7 +336,8 @@ def _calibrate(ctx: _Context) -> None:
     if any(f.kind in ("near_positive", "knn_positive") for f in ctx.filters):
         dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
         if dense is None:
-            dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device)
+            dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device,
+                                 encoder=ctx.cfg.encoder)
             dense.resolve(ctx.cache)
             ctx.vectors = dense.embed(ctx.col.doc_texts, dense.doc_prompt or "", ctx.cache, "documents", ctx.reporter)
         else:
@@ -349,6 +409,10 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     cache = Cache(env_cache_dir(cfg.cache_dir))
     teacher = build_teacher(cfg)
     members = teacher.teachers if isinstance(teacher, HybridTeacher) else [teacher]
+    if cfg.backend.startswith("ray"):
+        from .ray_backend import attach_encoders
+
+        attach_encoders(cfg.backend, members)
     names = [m.name for m in members]
     filter_on = cfg.filter_on or next((m.name for m in members if isinstance(m, DenseTeacher)), names[0])
     if filter_on not in names:

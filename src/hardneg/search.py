@@ -5,6 +5,7 @@ which is document-id order because collections are sorted by id)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -16,31 +17,44 @@ PairScores = Callable[[np.ndarray, np.ndarray], np.ndarray]
 POOL_PAD = 16  # extra coarse candidates kept so that the exact re-ranking has room at the boundary
 
 
-def running_topk(score_block: ScoreBlock, num_queries: int, num_docs: int, k: int,
+BlockTopk = Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]]
+"""(query rows, doc start, doc end, k) -> (doc indices relative to start, scores) of the block's top k."""
+
+
+def _argpartition_topk(score_block: ScoreBlock) -> BlockTopk:
+    def block_topk(rows: np.ndarray, d0: int, d1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        s = np.asarray(score_block(rows, d0, d1), dtype=np.float32)
+        if k >= d1 - d0:
+            return np.broadcast_to(np.arange(d1 - d0), s.shape), s
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        return part, np.take_along_axis(s, part, axis=1)
+    return block_topk
+
+
+def running_topk(score_block: ScoreBlock | None, num_queries: int, num_docs: int, k: int,
                  doc_chunk: int = 32768, query_chunk: int = 1024,
-                 on_progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` coarse (index, score) pairs per query over the whole corpus, holding at most one
-    (query_chunk x doc_chunk) score block in memory at a time. Rows are not sorted."""
+                 on_progress: Callable[[int], None] | None = None,
+                 block_topk: BlockTopk | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` coarse (index, score) pairs per query over the whole corpus. The corpus is read
+    once, chunk by chunk (outer loop), and at most one (query_chunk x doc_chunk) score block is in
+    memory at a time, so peak memory is bounded by a chunk, not by the corpus. Rows are not sorted.
+    ``block_topk`` (e.g. faiss's exact knn for dense vectors) replaces scoring + argpartition."""
+    topk = block_topk or _argpartition_topk(score_block)  # type: ignore[arg-type]
     k = min(k, num_docs)
     best_i = np.full((num_queries, k), -1, dtype=np.int64)
     best_s = np.full((num_queries, k), -np.inf, dtype=np.float32)
-    for q0 in range(0, num_queries, query_chunk):
-        rows = np.arange(q0, min(q0 + query_chunk, num_queries))
-        bi, bs = best_i[rows], best_s[rows]
-        for d0 in range(0, num_docs, doc_chunk):
-            d1 = min(d0 + doc_chunk, num_docs)
-            s = np.asarray(score_block(rows, d0, d1), dtype=np.float32)
-            kk = min(k, d1 - d0)
-            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < d1 - d0 else np.broadcast_to(
-                np.arange(d1 - d0), (rows.size, d1 - d0))
-            cat_s = np.concatenate([bs, np.take_along_axis(s, part, axis=1)], axis=1)
-            cat_i = np.concatenate([bi, part + d0], axis=1)
+    for d0 in range(0, num_docs, doc_chunk):
+        d1 = min(d0 + doc_chunk, num_docs)
+        for q0 in range(0, num_queries, query_chunk):
+            rows = np.arange(q0, min(q0 + query_chunk, num_queries))
+            part, ps = topk(rows, d0, d1, min(k, d1 - d0))
+            cat_s = np.concatenate([best_s[rows], np.asarray(ps, dtype=np.float32)], axis=1)
+            cat_i = np.concatenate([best_i[rows], np.asarray(part, dtype=np.int64) + d0], axis=1)
             sel = np.argpartition(-cat_s, k - 1, axis=1)[:, :k]
-            bs = np.take_along_axis(cat_s, sel, axis=1)
-            bi = np.take_along_axis(cat_i, sel, axis=1)
+            best_s[rows] = np.take_along_axis(cat_s, sel, axis=1)
+            best_i[rows] = np.take_along_axis(cat_i, sel, axis=1)
             if on_progress:
                 on_progress(rows.size * (d1 - d0))
-        best_i[rows], best_s[rows] = bi, bs
     return best_i, best_s
 
 
@@ -78,31 +92,41 @@ def exact_rerank(pool_i: np.ndarray, pool_s: np.ndarray, needed: int, pair_score
     return out_i, out_s, n_exhaustive
 
 
-def faiss_pool(corpus: np.ndarray, queries: np.ndarray, k: int, kind: str, seed: int = 0,
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw`` or ``ivf``."""
+def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 0,
+               add_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw``, ``ivf`` or
+    ``ivfpq`` (compressed codes: ~dim/8 bytes a vector, for corpora that do not fit in memory).
+    ``corpus`` is any (n, dim) matrix that can be sliced (an on-disk :class:`EmbeddingMatrix` too);
+    it is added in chunks, and IVF indexes train on a seeded sample of at most 64 rows a list."""
     import faiss
 
     n, dim = corpus.shape
     k = min(k, n)
-    xb = np.ascontiguousarray(corpus, dtype=np.float32)
     xq = np.ascontiguousarray(queries, dtype=np.float32)
+    # ivfpq scans few lists of compact codes (and the exact rerank repairs the order).
+    nlist = max(1, min(int((1 if kind == "ivfpq" else 4) * np.sqrt(n)), n // 39 or 1))
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = max(128, 2 * k)
-    elif kind == "ivf":
-        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39 or 1))
+    elif kind in ("ivf", "ivfpq"):
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = next(m for m in (dim // 8, dim // 4, dim // 2, dim, 1) if m and dim % m == 0)
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        index.train(xb)
-        index.nprobe = min(nlist, max(8, nlist // 8))
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+        index.train(np.ascontiguousarray(corpus[sample], dtype=np.float32))
+        index.nprobe = min(nlist, max(8, nlist // 8) if kind == "ivf" else 64)
     else:
-        raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf)")
-    index.add(xb)
+        raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf, ivfpq)")
+    for s in range(0, n, add_chunk):
+        index.add(np.ascontiguousarray(corpus[s:min(s + add_chunk, n)], dtype=np.float32))
     scores, ids = index.search(xq, k)
     return ids.astype(np.int64), scores.astype(np.float32)
 

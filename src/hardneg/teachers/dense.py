@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 
 from ..cache import Cache
 from ..data import Collection
-from ..io import sha256_texts
+from ..encoders import load_encoder, resolve_encoder
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
+from ..io import sha256_texts
 from ..progress import SILENT, Reporter
-from ..search import POOL_PAD, exact_rerank, faiss_pool, recall_at
+from ..search import POOL_PAD, exact_rerank, faiss_pool, recall_at, running_topk
+from ..store import DTYPES, EmbeddingMatrix
 from .base import Teacher
 
-SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
+SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq")
+ANN_RECALL_WARN = 0.9  # recall@k against exact search below which a run warns
 _LOADED: dict[tuple[str, str | None], Any] = {}  # the last model loaded in this process, for reuse
 
 
@@ -28,12 +32,20 @@ class DenseTeacher(Teacher):
     def __init__(self, model: str | None = None, query_prompt: str | None = None,
                  doc_prompt: str | None = None, max_length: int | None = None,
                  normalize: bool | None = None, batch_size: int = 32, search: str = "exact",
-                 device: str | None = None, name: str = "dense", seed: int = 0):
+                 device: str | None = None, name: str = "dense", seed: int = 0, encoder: str = "auto",
+                 embedding_dtype: str = "fp32"):
         if search not in SEARCH_KINDS:
             raise ValueError(f"unknown search '{search}' (choose from {', '.join(SEARCH_KINDS)})")
         self.model_spec, self.query_prompt, self.doc_prompt = model, query_prompt, doc_prompt
         self.max_length, self.normalize, self.batch_size = max_length, normalize, batch_size
         self.search_kind, self.device, self.name, self.seed = search, device, name, seed
+        self.encoder = resolve_encoder(encoder, device)
+        if embedding_dtype not in DTYPES:
+            raise ValueError(f"unknown embedding dtype '{embedding_dtype}' (use {', '.join(DTYPES)})")
+        self.embedding_dtype = embedding_dtype
+        self._chunk: tuple[int, int, np.ndarray] | None = None
+        self.doc_chunk, self.query_chunk = 32768, 4096
+        self.shard_encoder: Any = None  # set by the Ray backend: encodes many shards at once
         self._model: Any = None
         self._fp: str | None = None
         self.ann_recall: float | None = None
@@ -56,7 +68,10 @@ class DenseTeacher(Teacher):
             self.normalize = bool(cfg["normalize_module"]) or cfg["similarity_fn_name"] in (None, "cosine")
         self.model_fingerprint = folder_fingerprint(self.model_path, cache.root)
         # What an embedding depends on besides its text and prompt.
-        self._encoder_fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize)
+        self._encoder_fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize,
+                                        *([self.encoder] if self.encoder != "torch" else []),
+                                        *([self.embedding_dtype] if self.embedding_dtype != "fp32" else []))
+        self._export_dir = cache.root / "onnx" / self.model_fingerprint
         self._fp = settings_key(self._encoder_fp, self.query_prompt, self.doc_prompt)
 
     def fingerprint(self) -> str:
@@ -67,29 +82,27 @@ class DenseTeacher(Teacher):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model": self.model_spec or "default", "model_path": self.model_path,
                 "model_fingerprint": self.model_fingerprint, "max_length": self.max_length,
-                "normalize": self.normalize, "query_prompt": self.query_prompt,
+                "normalize": self.normalize, "encoder": self.encoder, "embedding_dtype": self.embedding_dtype,
+                "query_prompt": self.query_prompt,
                 "doc_prompt": self.doc_prompt, "search": self.search_kind, "ann_recall": self.ann_recall}
 
     # ------------------------------------------------------------------ encoding
     def _load(self) -> Any:
         if self._model is None:
-            key = (self.model_fingerprint, self.device)
+            key = (self.model_fingerprint, self.device, self.encoder, self.max_length, self.batch_size)
             if key not in _LOADED:
-                from sentence_transformers import SentenceTransformer
-
                 _LOADED.clear()  # keep one model in memory
-                _LOADED[key] = SentenceTransformer(self.model_path, device=self.device)
+                _LOADED[key] = load_encoder(self.encoder, self.model_path, device=self.device,
+                                            max_length=self.max_length, normalize=bool(self.normalize),
+                                            batch_size=self.batch_size, export_dir=self._export_dir)
             self._model = _LOADED[key]
-            if self.max_length:
-                self._model.max_seq_length = int(self.max_length)
         return self._model
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}  # workers (Ray) load their own model
+
     def _encoder(self, prompt: str) -> Any:
-        def encode(texts: list[str]) -> np.ndarray:
-            return self._load().encode(texts, batch_size=self.batch_size, prompt=prompt or None,
-                                       normalize_embeddings=bool(self.normalize), convert_to_numpy=True,
-                                       show_progress_bar=False)
-        return encode
+        return lambda texts: self._load().encode(texts, prompt or "")
 
     def embed(self, texts: list[str], prompt: str, cache: Cache, what: str,
               reporter: Reporter = SILENT) -> np.ndarray:
@@ -99,7 +112,8 @@ class DenseTeacher(Teacher):
         cached = cache.has_embeddings(key)
         with reporter.task(f"encode {what}{' (cached)' if cached else ''}", len(texts)) as adv:
             return cache.embeddings(key, texts, self._encoder(prompt), shard_size=max(self.batch_size * 32, 256),
-                                    on_progress=adv, meta=meta)
+                                    on_progress=adv, meta=meta, dtype=self.embedding_dtype,
+                                    encode_shards=self.shard_encoder(prompt) if self.shard_encoder else None)
 
     def prepare(self, collection: Collection, query_idx: np.ndarray, cache: Cache,
                 reporter: Reporter = SILENT) -> None:
@@ -110,19 +124,34 @@ class DenseTeacher(Teacher):
         # Only the queries asked for are encoded; map collection indices to rows.
         self._qrow = np.full(len(collection.query_texts), -1, dtype=np.int64)
         self._qrow[query_idx] = np.arange(len(query_idx))
-        self._queries = np.asarray(q)
+        self._queries = np.asarray(q, dtype=np.float32)
         self._fp = settings_key(self._fp, collection.corpus_fingerprint())
 
-    def doc_vectors(self) -> np.ndarray:
-        """The corpus embeddings from prepare()."""
-        return np.asarray(self._docs)
+    def doc_vectors(self) -> EmbeddingMatrix:
+        """The corpus embeddings from prepare(), on disk (index it for float32 rows)."""
+        return self._docs
 
     # ------------------------------------------------------------------ scoring
     def _num_docs(self) -> int:
         return int(self._docs.shape[0])
 
+    def _doc_rows(self, d0: int, d1: int) -> np.ndarray:
+        """Corpus rows [d0, d1), remembered while the search loops over query chunks."""
+        if self._chunk is None or self._chunk[:2] != (d0, d1):
+            self._chunk = (d0, d1, self._docs[d0:d1])
+        return self._chunk[2]
+
     def _score_block(self, query_idx: np.ndarray, d0: int, d1: int) -> np.ndarray:
-        return self._queries[self._qrow[query_idx]] @ np.asarray(self._docs[d0:d1]).T
+        return self._queries[self._qrow[query_idx]] @ self._doc_rows(d0, d1).T
+
+    def _block_topk(self, query_idx: np.ndarray) -> Any:
+        import faiss
+
+        def topk(rows: np.ndarray, d0: int, d1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+            scores, ids = faiss.knn(self._queries[self._qrow[query_idx[rows]]], self._doc_rows(d0, d1), k,
+                                    metric=faiss.METRIC_INNER_PRODUCT)
+            return ids, scores
+        return topk
 
     def pair_scores(self, query_idx: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
         rows = self._qrow[query_idx]
@@ -137,23 +166,45 @@ class DenseTeacher(Teacher):
 
     def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
                ) -> tuple[np.ndarray, np.ndarray]:
-        if self.search_kind == "exact":
-            return super().search(query_idx, k, reporter)
+        try:
+            if self.search_kind == "exact":
+                return self._search_exact(query_idx, k, reporter)
+            return self._search_faiss(query_idx, k, reporter)
+        finally:
+            self._chunk = None
+
+    def _search_exact(self, query_idx: np.ndarray, k: int, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
+        """Corpus-chunked exact search: faiss's exact knn per chunk, a running top-k merge, exact rerank."""
+        n = self._num_docs()
+        with reporter.task(f"search ({self.name})", len(query_idx) * n) as adv:
+            pool_i, pool_s = running_topk(None, len(query_idx), n, min(n, k + POOL_PAD), on_progress=adv,
+                                          doc_chunk=self.doc_chunk, query_chunk=self.query_chunk,
+                                          block_topk=self._block_topk(query_idx))
+        ids, scores, self.exhaustive_queries = exact_rerank(
+            pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n)
+        return ids, scores
+
+    def _search_faiss(self, query_idx: np.ndarray, k: int, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
         kind = self.search_kind.split("-", 1)[1]
         n = self._num_docs()
+        # Compressed codes misorder near neighbours: fetch a wider pool and let the exact rerank order it.
+        pool_k = k + POOL_PAD if kind != "ivfpq" else 4 * k + POOL_PAD
         with reporter.task(f"search ({self.name}, faiss {kind})", 1) as adv:
-            pool_i, pool_s = faiss_pool(np.asarray(self._docs), self._queries[self._qrow[query_idx]],
-                                        k + POOL_PAD, kind, self.seed)
+            pool_i, pool_s = faiss_pool(self._docs, self._queries[self._qrow[query_idx]], pool_k, kind, self.seed)
             adv(1)
         ids, scores, self.exhaustive_queries = exact_rerank(
             pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n, verify=kind == "flat")
         if kind != "flat":
             self.ann_recall = self._measure_recall(query_idx, ids, k)
+            if self.ann_recall < ANN_RECALL_WARN:
+                warnings.warn(f"faiss {kind} found {self.ann_recall:.1%} of the exact top-{k} on a sample of "
+                              f"queries (below {ANN_RECALL_WARN:.0%}); use --search exact or a larger index",
+                              stacklevel=2)
         return ids, scores
 
     def _measure_recall(self, query_idx: np.ndarray, ann_ids: np.ndarray, k: int, sample: int = 200) -> float:
         """Recall@k of the ANN result against exact search on a seeded sample of queries."""
         rng = np.random.default_rng(self.seed)
         pick = np.sort(rng.choice(len(query_idx), size=min(sample, len(query_idx)), replace=False))
-        exact_ids, _ = Teacher.search(self, query_idx[pick], k)
+        exact_ids, _ = self._search_exact(query_idx[pick], k, SILENT)
         return recall_at(ann_ids[pick], exact_ids)

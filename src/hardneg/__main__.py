@@ -1,0 +1,5 @@
+"""``python -m hardneg``: the CLI."""
+
+from .cli import main
+
+main()
