@@ -3,6 +3,7 @@ encoder options, and the Ray backend against the local one."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -125,23 +126,26 @@ def test_onnx_encoders_agree_with_sentence_transformers(scifact_slice, tmp_path)
 
 
 def test_ray_backend_gives_the_local_negatives(scifact_slice, tmp_path, monkeypatch):
-    """Encoding on Ray actors, search + filters as Ray tasks over query shards: the same bytes."""
+    """Encoding on Ray actors, search + filters as Ray tasks over query shards: the same bytes as
+    the local backend, sharded or not."""
     pytest.importorskip("ray")
     import pyarrow.parquet as pq
 
     import hardneg
-    from hardneg import ray_backend
+    mine_module = importlib.import_module("hardneg.mine")  # the module (hardneg.mine is also the function)
 
-    monkeypatch.setattr(ray_backend, "QUERY_SHARD", 7)  # 30 queries -> 5 shards of unequal width
     common = {"teacher": "dense", "filter": "percpos:0.95+near_duplicate:0.5", "num_negatives": 4, "depth": 20,
               "sampler": "simans", "max_length": 64}
     hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c1"), out=str(tmp_path / "local"), **common)
+    monkeypatch.setattr(mine_module, "QUERY_SHARD", 7)  # 30 queries -> 5 shards of unequal width
+    hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c1"), out=str(tmp_path / "sharded"), **common)
     ray = hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c2"), out=str(tmp_path / "ray"), backend="ray",
                        **common)
     assert ray.manifest["counts"]["encoded_texts"] > 0  # encoded by the actors, not read from a cache
-    for f in ("negatives.parquet", "candidates.parquet"):
-        assert pq.read_table(tmp_path / "local" / f).equals(pq.read_table(tmp_path / "ray" / f)), f
-        assert (tmp_path / "local" / f).read_bytes() == (tmp_path / "ray" / f).read_bytes(), f
+    for other in ("sharded", "ray"):
+        for f in ("negatives.parquet", "candidates.parquet"):
+            assert pq.read_table(tmp_path / "local" / f).equals(pq.read_table(tmp_path / other / f)), (other, f)
+            assert (tmp_path / "local" / f).read_bytes() == (tmp_path / other / f).read_bytes(), (other, f)
     import ray as ray_mod
 
     ray_mod.shutdown()

@@ -43,6 +43,7 @@ from .similarity import (
 from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
 
 LEXICAL_FLOOR = 10
+QUERY_SHARD = 2048  # queries per search (a cache entry, and a Ray task with --backend ray)
 _PACKAGES = ("hardneg", "numpy", "pyarrow", "torch", "sentence-transformers", "transformers", "bm25s",
              "faiss-cpu", "scipy")
 
@@ -184,6 +185,9 @@ def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -
         from .ray_backend import rule_parts
 
         part = _merge_parts(rule_parts(ctx, rows, depth))
+    elif rows.size > QUERY_SHARD:
+        # Query shards: each search is cached as it finishes, so a killed run resumes at the next one.
+        part = _merge_parts([_rule_part(ctx, rows[s:s + QUERY_SHARD], depth) for s in range(0, rows.size, QUERY_SHARD)])
     else:
         part = _rule_part(ctx, rows, depth)
     _judge_part(ctx, part)

@@ -24,7 +24,6 @@ from .progress import SILENT
 if TYPE_CHECKING:
     from .mine import _Context, _Part
 
-QUERY_SHARD = 2048  # queries per search task
 
 
 def connect(backend: str) -> Any:
@@ -81,8 +80,8 @@ def attach_encoders(backend: str, teachers: list[Any]) -> None:
 
 
 def rule_parts(ctx: _Context, rows: np.ndarray, depth: int) -> list[_Part]:
-    """Search and rule filters for ``rows``, one Ray task per shard of QUERY_SHARD queries."""
-    from .mine import _rule_part
+    """Search and rule filters for ``rows``, one Ray task per shard of ``mine.QUERY_SHARD`` queries."""
+    from .mine import QUERY_SHARD, _rule_part
 
     ray = connect(ctx.cfg.backend)
     remote_ctx = ray.put(replace(ctx, reporter=SILENT, judge=None, llm=None))
