@@ -132,7 +132,7 @@ def test_ann_indexes_report_measured_recall(scifact_slice, cache_dir):
     import hardneg
 
     exact = hardneg.mine(scifact_slice, teacher="dense", depth=20, max_depth=20, cache_dir=str(cache_dir))
-    for kind in ("faiss-hnsw", "faiss-ivf", "faiss-ivfpq"):
+    for kind in ("faiss-hnsw", "faiss-ivf", "faiss-ivfsq", "faiss-ivfpq"):
         run = hardneg.mine(scifact_slice, teacher="dense", depth=20, max_depth=20, search=kind,
                            cache_dir=str(cache_dir))
         recall = run.manifest["teacher"]["ann_recall"]

@@ -1,5 +1,7 @@
 """hardneg: mine hard negatives you can trust, with the reason each was kept or dropped."""
 
+from typing import Any
+
 from .config import MineConfig
 from .data import Collection, Qrels, load, load_beir, load_hf, load_pairs, save_beir
 from .errors import ConfigError, DataError, HardnegError, RunError
@@ -8,7 +10,16 @@ from .export import FORMATS, export, to_dataset
 from .mine import mine
 from .runs import Run
 from .stats import stats
-from .train import train
+
+
+def train(*args: Any, **kwargs: Any) -> Any:
+    """Fine-tune a bi-encoder on a run's negatives (:func:`hardneg.train.trainer.train`). Imported
+    on first use, so that mining never loads torch unless it encodes."""
+    from .train.trainer import train as _train
+
+    globals()["train"] = train  # importing the subpackage rebinds the name: keep this function
+    return _train(*args, **kwargs)
+
 
 __all__ = ["Collection", "ConfigError", "DataError", "Evaluation", "evaluate", "FORMATS", "HardnegError", "MineConfig", "Qrels",
            "Run", "RunError", "export", "load", "load_beir", "load_hf", "load_pairs", "mine", "save_beir", "stats", "train",

@@ -62,7 +62,7 @@ FloorOpt = Annotated[int | None, Opt(help="positive-aware rules use max(s+, scor
                                      "[default: 10 for BM25, off for dense]")]
 SeedOpt = Annotated[int | None, Opt(help="seed for every random choice [default: 0]")]
 CacheOpt = Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")]
-SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss-ivfpq "
+SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss-ivfsq | faiss-ivfpq "
                                       "[default: exact]")]
 EmbDtypeOpt = Annotated[str | None, Opt(help="stored corpus embeddings: fp32 | fp16 (half the disk and reads) "
                                         "[default: fp32]")]

@@ -92,10 +92,22 @@ def exact_rerank(pool_i: np.ndarray, pool_s: np.ndarray, needed: int, pair_score
     return out_i, out_s, n_exhaustive
 
 
+def pair_dot(queries: Any, docs: Any, rows: np.ndarray, doc_idx: np.ndarray, step: int = 8192) -> np.ndarray:
+    """float64 dot products of ``queries[rows[i]]`` and ``docs[doc_idx[i]]``, ``step`` pairs at a
+    time (~25 MB for 384-d), so memory does not grow with the number of pairs."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for s in range(0, len(rows), step):
+        q = np.asarray(queries[rows[s:s + step]], dtype=np.float64)
+        d = np.asarray(docs[doc_idx[s:s + step]], dtype=np.float64)
+        out[s:s + len(q)] = (q * d).sum(axis=1)
+    return out
+
+
 def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 0,
                add_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw``, ``ivf`` or
-    ``ivfpq`` (compressed codes: ~dim/8 bytes a vector, for corpora that do not fit in memory).
+    """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw``, ``ivf``,
+    ``ivfsq`` (8-bit codes: dim bytes a vector) or ``ivfpq`` (product codes: ~dim/8 bytes a vector),
+    the last two for corpora whose float vectors do not fit in memory.
     ``corpus`` is any (n, dim) matrix that can be sliced (an on-disk :class:`EmbeddingMatrix` too);
     it is added in chunks, and IVF indexes train on a seeded sample of at most 64 rows a list."""
     import faiss
@@ -104,17 +116,20 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
     k = min(k, n)
     xq = np.ascontiguousarray(queries, dtype=np.float32)
     # ivfpq scans few lists of compact codes (and the exact rerank repairs the order).
-    nlist = max(1, min(int((1 if kind == "ivfpq" else 4) * np.sqrt(n)), n // 39 or 1))
+    nlist = max(1, min(int((1 if kind in ("ivfpq", "ivfsq") else 4) * np.sqrt(n)), n // 39 or 1))
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = max(128, 2 * k)
-    elif kind in ("ivf", "ivfpq"):
+    elif kind in ("ivf", "ivfpq", "ivfsq"):
         quantizer = faiss.IndexFlatIP(dim)
         if kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        elif kind == "ivfsq":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
         else:
             m = next(m for m in (dim // 8, dim // 4, dim // 2, dim, 1) if m and dim % m == 0)
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
@@ -124,7 +139,7 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
         index.train(np.ascontiguousarray(corpus[sample], dtype=np.float32))
         index.nprobe = min(nlist, max(8, nlist // 8) if kind == "ivf" else 64)
     else:
-        raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf, ivfpq)")
+        raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf, ivfpq, ivfsq)")
     for s in range(0, n, add_chunk):
         index.add(np.ascontiguousarray(corpus[s:min(s + add_chunk, n)], dtype=np.float32))
     scores, ids = index.search(xq, k)

@@ -13,11 +13,11 @@ from ..encoders import load_encoder, resolve_encoder
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
 from ..io import sha256_texts
 from ..progress import SILENT, Reporter
-from ..search import POOL_PAD, exact_rerank, faiss_pool, recall_at, running_topk
+from ..search import POOL_PAD, exact_rerank, faiss_pool, pair_dot, recall_at, running_topk
 from ..store import DTYPES, EmbeddingMatrix
 from .base import Teacher
 
-SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq")
+SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfsq", "faiss-ivfpq")
 ANN_RECALL_WARN = 0.9  # recall@k against exact search below which a run warns
 _LOADED: dict[tuple[str, str | None], Any] = {}  # the last model loaded in this process, for reuse
 
@@ -157,12 +157,7 @@ class DenseTeacher(Teacher):
         rows = self._qrow[query_idx]
         if np.any(rows < 0):
             raise KeyError("pair_scores() got a query that prepare() did not encode")
-        out = np.empty(len(rows), dtype=np.float64)
-        for s in range(0, len(rows), 65536):
-            q = self._queries[rows[s:s + 65536]].astype(np.float64)
-            d = np.asarray(self._docs[doc_idx[s:s + 65536]], dtype=np.float64)
-            out[s:s + len(q)] = (q * d).sum(axis=1)
-        return out
+        return pair_dot(self._queries, self._docs, rows, doc_idx)
 
     def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +183,7 @@ class DenseTeacher(Teacher):
         kind = self.search_kind.split("-", 1)[1]
         n = self._num_docs()
         # Compressed codes misorder near neighbours: fetch a wider pool and let the exact rerank order it.
-        pool_k = k + POOL_PAD if kind != "ivfpq" else 4 * k + POOL_PAD
+        pool_k = 4 * k + POOL_PAD if kind in ("ivfpq", "ivfsq") else k + POOL_PAD
         with reporter.task(f"search ({self.name}, faiss {kind})", 1) as adv:
             pool_i, pool_s = faiss_pool(self._docs, self._queries[self._qrow[query_idx]], pool_k, kind, self.seed)
             adv(1)
