@@ -113,6 +113,19 @@ def test_relabelled_candidates_are_written_as_such(scifact_slice, cache_dir, scr
                                         run.negatives.column("negative_ids").to_pylist()) for d in ds}
     assert not marked & returned
 
+    # Exported as positives only when asked: after each query's known positives, with their scores.
+    from hardneg.export import st_table, with_relabelled
+
+    merged = with_relabelled(run).negatives.to_pylist()
+    for before, after in zip(run.negatives.to_pylist(), merged):
+        extra = after["positive_ids"][len(before["positive_ids"]):]
+        assert after["positive_ids"][:len(before["positive_ids"])] == before["positive_ids"]
+        assert extra == before["relabelled_ids"]
+        assert after["positive_grades"][len(before["positive_ids"]):] == [1] * len(extra)
+        assert all(np.isfinite(after["positive_scores"]))
+    pairs = st_table(run, "pair").num_rows
+    assert st_table(with_relabelled(run), "pair").num_rows == pairs + len(marked)
+
 
 # ---------------------------------------------------------------------------- real llama.cpp
 @pytest.fixture(scope="module")

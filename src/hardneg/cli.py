@@ -282,11 +282,13 @@ def export(
     out_path: Annotated[Path, Opt("--out", help="file (.parquet/.jsonl) or folder (tevatron)")],
     scores: Annotated[bool, Opt(help="include teacher scores (for distillation)")] = False,
     overwrite: Annotated[bool, Opt(help="replace an existing output")] = False,
+    relabelled_as_positives: Annotated[bool, Opt(help="add the run's relabelled candidates (mined with --relabel) "
+                                                 "to each query's positives")] = False,
 ) -> None:
     """Write a run in a training format; texts are joined from the run's dataset."""
     from .export import export as export_fn
 
-    path = _call(export_fn, run_dir, fmt, out_path, scores, overwrite)
+    path = _call(export_fn, run_dir, fmt, out_path, scores, overwrite, relabelled_as_positives)
     out.print(f"wrote {path}")
 
 

@@ -53,6 +53,34 @@ class _Texts:
         return [self.col.query_texts[i] for i in idx]
 
 
+def with_relabelled(run: Run) -> Run:
+    """The run with its relabelled candidates (judged relevant with ``--relabel``) appended to each
+    query's positives, grade 1 and the filter teacher's score, so that every exporter trains on
+    them as positives. A run without relabelled candidates comes back unchanged."""
+    cand, neg = run.candidates, run.negatives
+    rel = cand.filter(pc.equal(pc.cast(cand.column("reason"), pa.string()), "relabelled"))
+    if rel.num_rows == 0:
+        return run
+    qids = neg.column("query_id").to_numpy(zero_copy_only=False)
+    order = np.argsort(qids)
+    rel_row = order[np.searchsorted(qids[order], rel.column("query_id").to_numpy(zero_copy_only=False))]
+    old = {c: _flat(neg, c)[0] for c in ("positive_ids", "positive_grades", "positive_scores")}
+    _, old_row = _flat(neg, "positive_ids")
+    row = np.concatenate([old_row, rel_row])
+    merged = {"positive_ids": np.concatenate([old["positive_ids"], rel.column("doc_id").to_numpy(zero_copy_only=False)]),
+              "positive_grades": np.concatenate([old["positive_grades"], np.ones(rel.num_rows, dtype=np.int32)]),
+              "positive_scores": np.concatenate([old["positive_scores"],
+                                                 rel.column(f"score_{run.manifest['filter_on']}").to_numpy()])}
+    keep = np.argsort(row, kind="stable")  # each query's known positives first, then the relabelled ones
+    offsets = pa.array(np.concatenate([[0], np.cumsum(np.bincount(row, minlength=len(qids)))]), pa.int32())
+    for name, values in merged.items():
+        typ = neg.schema.field(name).type.value_type
+        i = neg.schema.get_field_index(name)
+        neg = neg.set_column(i, name, pa.ListArray.from_arrays(offsets, pa.array(values[keep], typ)))
+    return Run(neg, cand, {**run.manifest, "relabelled_as_positives": int(rel.num_rows)},
+               collection=run._collection)
+
+
 def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collection | None = None) -> pa.Table:
     """A sentence-transformers training table. ``n-tuple`` keeps only queries with the full number
     of negatives (columns negative_1..n); the others keep every negative that was mined."""
@@ -119,11 +147,12 @@ def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collecti
     return pa.table(cols)
 
 
-def to_dataset(run: Run, fmt: str = "n-tuple", with_scores: bool = False) -> Any:
-    """The run as a ``datasets.Dataset`` in a sentence-transformers format."""
+def to_dataset(run: Run, fmt: str = "n-tuple", with_scores: bool = False, relabelled: bool = False) -> Any:
+    """The run as a ``datasets.Dataset`` in a sentence-transformers format (``relabelled``: see
+    :func:`with_relabelled`)."""
     import datasets
 
-    return datasets.Dataset(st_table(run, fmt, with_scores))
+    return datasets.Dataset(st_table(with_relabelled(run) if relabelled else run, fmt, with_scores))
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> str:
@@ -143,11 +172,14 @@ def flagembedding_rows(run: Run, collection: Collection | None = None) -> list[d
 
 
 def export(run: Run | str | Path, fmt: str, out: str | Path, with_scores: bool = False,
-           overwrite: bool = False) -> Path:
+           overwrite: bool = False, relabelled: bool = False) -> Path:
     """Write a run in ``fmt``: an ST format to .parquet or .jsonl (by ``out``'s suffix),
-    ``flagembedding`` to a .jsonl file, ``tevatron`` to a folder (train.jsonl + corpus.jsonl)."""
+    ``flagembedding`` to a .jsonl file, ``tevatron`` to a folder (train.jsonl + corpus.jsonl).
+    ``relabelled`` trains on relabelled candidates as positives (:func:`with_relabelled`)."""
     if not isinstance(run, Run):
         run = Run.load(run)
+    if relabelled:
+        run = with_relabelled(run)
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
     out = Path(out)

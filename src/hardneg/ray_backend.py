@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from .mine import _Context, _Part
 
 
-
 def connect(backend: str) -> Any:
     """Start or join Ray: ``ray`` starts a local instance (or joins $RAY_ADDRESS), ``ray:ADDRESS``
     joins an existing cluster (e.g. ``ray:auto`` on a cluster node, ``ray:ray://head:10001``)."""
@@ -72,7 +71,10 @@ def attach_encoders(backend: str, teachers: list[Any]) -> None:
                 if not items:
                     return
                 if not actors:
-                    actors.extend(EncoderActor.remote(t) for _ in range(min(len(items), _workers(ray))))
+                    gpus = ray.cluster_resources().get("GPU", 0) if str(t.device or "cuda").startswith("cuda") else 0
+                    # One actor per GPU where the cluster has GPUs (and the teacher may use them), else per CPU.
+                    count, opts = (int(gpus), {"num_gpus": 1}) if gpus >= 1 else (_workers(ray), {})
+                    actors.extend(EncoderActor.options(**opts).remote(t) for _ in range(min(len(items), count)))
                 pool = ActorPool(actors)
                 yield from pool.map_unordered(lambda a, item: a.encode.remote(item[0], item[1], prompt), items)
             return encode_shards
