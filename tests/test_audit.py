@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from hardneg import mine as hardneg_mine
 from hardneg.audit import Hidden, hide_positives, measure, stage_prefixes
 from hardneg.cli import app
 from hardneg.data import Collection, Qrels
@@ -177,3 +178,9 @@ def test_cross_encoder_judge_through_the_cli(scifact_slice, slice_dir, cache_dir
     assert set(reason[scored & (prob >= 0.5)]) <= {"cross_encoder"}
     assert not (reason[scored & (prob < 0.5)] == "cross_encoder").any()
     assert run.manifest["judge"]["calibration"] == meta["calibration"]
+    assert run.manifest["counts"]["judge_cache_hits"] == 0
+    # Another sampler: the judge's probabilities come from the cache, pair for pair.
+    again = hardneg_mine(slice_dir, split="train", teacher="bm25", num_negatives=3, judge=f"cross-encoder:{judge_dir}",
+                         judge_depth=5, judge_threshold=0.5, sampler="random", cache_dir=str(cache_dir))
+    assert again.manifest["counts"]["judge_cache_hits"] >= scored.sum()
+    np.testing.assert_array_equal(again.candidates.column("score_judge").to_numpy(zero_copy_only=False), prob)

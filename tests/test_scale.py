@@ -149,3 +149,24 @@ def test_ray_backend_gives_the_local_negatives(scifact_slice, tmp_path, monkeypa
     import ray as ray_mod
 
     ray_mod.shutdown()
+
+
+def test_fp16_embeddings_halve_the_cache_and_keep_the_negatives(scifact_slice, tmp_path):
+    import json
+
+    import hardneg
+
+    common = {"teacher": "dense", "filter": "percpos:0.95", "num_negatives": 4, "depth": 30, "max_length": 64,
+              "cache_dir": str(tmp_path)}
+    a = hardneg.mine(scifact_slice, **common)
+    b = hardneg.mine(scifact_slice, embedding_dtype="fp16", **common)
+    sizes = {}
+    for meta in tmp_path.glob("embeddings/*/meta.json"):
+        m = json.loads(meta.read_text())
+        if m["count"] == scifact_slice.num_docs:
+            sizes[m["dtype"]] = (meta.parent / "embeddings.npy").stat().st_size
+    assert sizes["fp16"] < 0.55 * sizes["fp32"]
+    assert b.manifest["teacher"]["embedding_dtype"] == "fp16"
+    same = sum(x == y for x, y in zip(a.negatives.column("negative_ids").to_pylist(),
+                                      b.negatives.column("negative_ids").to_pylist()))
+    assert same >= 0.9 * a.negatives.num_rows

@@ -147,3 +147,19 @@ def test_training_batches_never_repeat_a_query_or_document_id(run):
     for b in batches:
         ids = [x for i in b for x in rows[i]]
         assert len(ids) == len(set(ids)), b
+
+
+def test_grid_expands_to_one_variant_per_combination():
+    from hardneg.experiment import ExperimentConfig
+
+    cfg = ExperimentConfig(dataset="d", variants=[{"name": "st", "kind": "st"}],
+                           grid={"teacher": ["bm25", "dense:/models/x"], "filter": ["none", "percpos:0.95"],
+                                 "num_negatives": [1, 4]})
+    names = [v.name for v in cfg.variants]
+    assert names[0] == "st" and len(names) == 1 + 2 * 2 * 2 and len(set(names)) == len(names)
+    assert all("/" not in n and ":" not in n for n in names)
+    assert {(v.mine["teacher"], v.mine["filter"], v.mine["num_negatives"]) for v in cfg.variants[1:]} == {
+        (t, f, n) for t in ("bm25", "dense:/models/x") for f in ("none", "percpos:0.95") for n in (1, 4)}
+    assert ExperimentConfig(**cfg.model_dump()).variants == cfg.variants  # a saved config reloads the same
+    with pytest.raises(ValueError, match="no variants"):
+        ExperimentConfig(dataset="d")

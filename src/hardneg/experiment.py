@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .data import Collection, load
 from .errors import ConfigError
@@ -63,12 +64,34 @@ class ExperimentConfig(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     baseline: str | None = None
     budget: Budget = Field(default_factory=Budget)
-    variants: list[Variant]
+    variants: list[Variant] = Field(default_factory=list)
+    grid: dict[str, list[Any]] | None = Field(None, description="mine options -> values: one hardneg variant per "
+                                              "combination (e.g. teacher x filter x sampler x num_negatives), "
+                                              "added after the listed variants")
     dev_queries: int = Field(0, ge=0, description="train queries held out (never trained on) to choose the best variant")
     dev_seed: int = 0
     best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the baseline")
     cache_dir: str | None = None
     permutations: int = 10000
+
+    @model_validator(mode="after")
+    def _expand_grid(self) -> ExperimentConfig:
+        if self.grid:
+            import itertools
+
+            keys = sorted(self.grid)
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                opts = dict(zip(keys, values))
+                # A folder name: only word characters, '.', '=', '+' and '-'.
+                name = re.sub(r"[^\w.=+-]+", "_", "grid-" + "-".join(f"{k}={v}" for k, v in opts.items()))
+                self.variants.append(Variant(name=name, mine=opts))
+            self.grid = None  # expanded once: a dumped config reloads to the same variants
+        if not self.variants:
+            raise ValueError("no variants: list some under 'variants' or give a 'grid'")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentConfig:

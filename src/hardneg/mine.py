@@ -28,7 +28,7 @@ from .filters import (
     positive_reference,
     reason_counts,
 )
-from .fingerprint import env_cache_dir, settings_key
+from .fingerprint import env_cache_dir, folder_fingerprint, settings_key
 from .io import sha256_texts
 from .progress import SILENT, Reporter
 from .runs import Run, existing_run
@@ -157,6 +157,7 @@ class _Context:
     judge: Any = None          # CrossEncoderJudge
     llm: Any = None            # LLMJudge
     calibration: dict[str, Any] | None = None
+    judge_cache_hits: int = 0
 
 
 @dataclass
@@ -279,12 +280,25 @@ def _judge_part(ctx: _Context, part: _Part) -> None:
         zone = near_top & (reason == 0)
         zr, zc = np.nonzero(zone)
         prob = np.full(ids.shape, np.nan)
-        prob[zr, zc] = ctx.judge.probabilities([col.query_texts[i] for i in q_idx[zr]],
-                                               [col.doc_texts[i] for i in ids[zr, zc]], ctx.reporter.enabled)
+        prob[zr, zc] = _judge_probabilities(ctx, [col.query_texts[i] for i in q_idx[zr]],
+                                            [col.doc_texts[i] for i in ids[zr, zc]])
         reason[zone & (prob >= cfg.judge_threshold)] = REASON_CODE["cross_encoder"]
         part.scores["judge"] = prob
     if ctx.llm is not None:
         _llm_stage(ctx, q_idx, ids, near_top, reason, part.scores)
+
+
+def _judge_probabilities(ctx: _Context, queries: list[str], docs: list[str]) -> np.ndarray:
+    """The cross-encoder's probabilities for these pairs, cached by the judge folder's fingerprint
+    and the pairs' texts: a rerun with another threshold or sampler never loads the judge again."""
+    key = settings_key("cross-encoder", folder_fingerprint(ctx.judge.path, ctx.cache.root), sha256_texts(queries, docs))
+    hit = ctx.cache.load_arrays("judged", key)
+    if hit is not None:
+        ctx.judge_cache_hits += len(queries)
+        return hit["prob"]
+    prob = ctx.judge.probabilities(queries, docs, ctx.reporter.enabled)
+    ctx.cache.save_arrays("judged", key, prob=prob)
+    return prob
 
 
 def _llm_stage(ctx: _Context, q_idx: np.ndarray, ids: np.ndarray, top: np.ndarray, reason: np.ndarray,
@@ -521,6 +535,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         "encoded_texts": cache.encoded_texts,
         "search_cache_hit": all(p.search_cache_hit for p in parts),
         "exhaustive_rescans": int(sum(p.exhaustive for p in parts)),
+        "judge_cache_hits": ctx.judge_cache_hits,
     }
     manifest = {
         "hardneg_version": metadata.version("hardneg"),

@@ -109,7 +109,7 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
     ``ivfsq`` (8-bit codes: dim bytes a vector) or ``ivfpq`` (product codes: ~dim/8 bytes a vector),
     the last two for corpora whose float vectors do not fit in memory.
     ``corpus`` is any (n, dim) matrix that can be sliced (an on-disk :class:`EmbeddingMatrix` too);
-    it is added in chunks, and IVF indexes train on a seeded sample of at most 64 rows a list."""
+    it is added in chunks, and IVF indexes train on a seeded sample (64 rows a list, at least 10,000)."""
     import faiss
 
     n, dim = corpus.shape
@@ -135,7 +135,7 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))
+        sample = np.sort(rng.choice(n, size=min(n, max(64 * nlist, 10_000)), replace=False))  # PQ: 39 x 256
         index.train(np.ascontiguousarray(corpus[sample], dtype=np.float32))
         index.nprobe = min(nlist, max(8, nlist // 8) if kind == "ivf" else 64)
     else:
