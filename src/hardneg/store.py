@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
-READ_ROWS = 65536  # rows per mapped read: bounds the resident pages one lookup can touch
+READ_ROWS = 65536  # rows per mapped contiguous read
 
 
 def write_rows(path: str | Path, pieces: Iterable[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int],
@@ -35,15 +35,21 @@ def write_rows(path: str | Path, pieces: Iterable[tuple[np.ndarray, np.ndarray]]
 
 class EmbeddingMatrix:
     """A read-only (n, dim) matrix in a ``.npy`` file. Slicing and fancy indexing return float32
-    arrays; each read maps the file afresh and unmaps it after, so resident memory is bounded by
-    the rows asked for (``READ_ROWS`` at a time), never by the corpus."""
+    arrays. A contiguous read maps the file afresh and unmaps it after; a scattered read uses pread.
+    Resident memory is therefore bounded by the rows asked for, never by the corpus."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        m = np.load(self.path, mmap_mode="r")
-        self.shape: tuple[int, int] = tuple(m.shape)  # type: ignore[assignment]
-        self.dtype = m.dtype
-        del m
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self._offset = fh.tell()
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{self.path}: expected a C-ordered 2-d matrix, got shape {shape}")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -69,12 +75,27 @@ class EmbeddingMatrix:
         idx = np.asarray(key)
         if idx.ndim == 0:
             return self.rows(int(idx), int(idx) + 1)[0]
-        out = np.empty((*idx.shape, self.shape[1]), dtype=np.float32)
-        flat, dest = idx.reshape(-1), out.reshape(-1, self.shape[1])
-        for s in range(0, flat.size, READ_ROWS):
-            m = self._map()
-            dest[s:s + READ_ROWS] = m[flat[s:s + READ_ROWS]]
-            del m
+        return self._scattered(idx.reshape(-1)).reshape(*idx.shape, self.shape[1])
+
+    def _scattered(self, flat: np.ndarray) -> np.ndarray:
+        """Rows at arbitrary indices, read with pread in runs of consecutive rows. Not mapped: a
+        scattered read through a memory map pulls whole page-cache folios into the process (a
+        1,024-row read of a 768 MB file mapped 600 MB), which is what bounded memory rules out."""
+        out = np.empty((flat.size, self.shape[1]), dtype=np.float32)
+        if flat.size == 0:
+            return out
+        if flat.min() < 0 or flat.max() >= self.shape[0]:
+            raise IndexError(f"row index out of range for {self.shape[0]} rows")
+        order = np.argsort(flat, kind="stable")
+        rows = flat[order]
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+        lengths = np.diff(np.append(starts, rows.size))
+        with open(self.path, "rb", buffering=0) as fh:
+            fd = fh.fileno()
+            for s, n in zip(starts.tolist(), lengths.tolist()):
+                raw = os.pread(fd, n * row_bytes, self._offset + int(rows[s]) * row_bytes)
+                out[order[s:s + n]] = np.frombuffer(raw, dtype=self.dtype).reshape(n, self.shape[1])
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
