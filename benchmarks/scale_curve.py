@@ -50,11 +50,10 @@ def generate(path: Path, n: int, seed: int = 0, chunk: int = 250_000) -> None:
 
 
 def child(path: Path, nq: int, kind: str, out: Path) -> None:
-    import faiss
 
     from hardneg.filters import FilterSpec, apply_filters
     from hardneg.samplers import SamplerSpec, id_hashes, sample
-    from hardneg.search import POOL_PAD, exact_rerank, faiss_pool, pair_dot, recall_at, running_topk
+    from hardneg.search import POOL_PAD, exact_rerank, faiss_pool, knn_block_topk, pair_dot, recall_at, running_topk
     from hardneg.store import EmbeddingMatrix
 
     docs = EmbeddingMatrix(path)
@@ -69,10 +68,8 @@ def child(path: Path, nq: int, kind: str, out: Path) -> None:
         return pair_dot(queries, docs, rows, d)
 
     def exact_pool(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        def topk(rows, d0, d1, kb):
-            s, i = faiss.knn(q[rows], docs[d0:d1], kb, metric=faiss.METRIC_INNER_PRODUCT)
-            return i, s
-        return running_topk(None, len(q), n, kk, doc_chunk=65536, query_chunk=len(q), block_topk=topk)
+        return running_topk(None, len(q), n, kk, doc_chunk=65536, query_chunk=len(q),
+                            block_topk=knn_block_topk(q, docs))
 
     if kind == "exact":
         pool_i, pool_s = exact_pool(queries, k + POOL_PAD)

@@ -31,6 +31,23 @@ def _argpartition_topk(score_block: ScoreBlock) -> BlockTopk:
     return block_topk
 
 
+def knn_block_topk(queries: np.ndarray, docs: Any) -> BlockTopk:
+    """Exact inner-product top-k of a corpus chunk with faiss's ``knn``. ``docs`` is any sliceable
+    (n, dim) matrix (an on-disk :class:`EmbeddingMatrix` too); the last chunk read is kept while
+    :func:`running_topk` loops over query chunks, so each chunk is read once."""
+    import faiss
+
+    last: dict[tuple[int, int], np.ndarray] = {}
+
+    def block_topk(rows: np.ndarray, d0: int, d1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if (d0, d1) not in last:
+            last.clear()
+            last[(d0, d1)] = np.ascontiguousarray(docs[d0:d1], dtype=np.float32)
+        scores, ids = faiss.knn(queries[rows], last[(d0, d1)], k, metric=faiss.METRIC_INNER_PRODUCT)
+        return ids, scores
+    return block_topk
+
+
 def running_topk(score_block: ScoreBlock | None, num_queries: int, num_docs: int, k: int,
                  doc_chunk: int = 32768, query_chunk: int = 1024,
                  on_progress: Callable[[int], None] | None = None,

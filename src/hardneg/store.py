@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
-READ_ROWS = 65536  # rows per mapped contiguous read
 
 
 def write_rows(path: str | Path, pieces: Iterable[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int],
@@ -101,8 +100,3 @@ class EmbeddingMatrix:
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         a = self.rows(0, self.shape[0])
         return a if dtype is None else a.astype(dtype, copy=False)
-
-    def chunks(self, size: int) -> Iterable[tuple[int, np.ndarray]]:
-        """(start, float32 rows) pieces of at most ``size`` rows, in order."""
-        for s in range(0, self.shape[0], size):
-            yield s, self.rows(s, min(s + size, self.shape[0]))

@@ -13,7 +13,7 @@ from ..encoders import load_encoder, resolve_encoder
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
 from ..io import sha256_texts
 from ..progress import SILENT, Reporter
-from ..search import POOL_PAD, exact_rerank, faiss_pool, pair_dot, recall_at, running_topk
+from ..search import POOL_PAD, exact_rerank, faiss_pool, knn_block_topk, pair_dot, recall_at, running_topk
 from ..store import DTYPES, EmbeddingMatrix
 from .base import Teacher
 
@@ -43,7 +43,6 @@ class DenseTeacher(Teacher):
         if embedding_dtype not in DTYPES:
             raise ValueError(f"unknown embedding dtype '{embedding_dtype}' (use {', '.join(DTYPES)})")
         self.embedding_dtype = embedding_dtype
-        self._chunk: tuple[int, int, np.ndarray] | None = None
         self.doc_chunk, self.query_chunk = 32768, 4096
         self.shard_encoder: Any = None  # set by the Ray backend: encodes many shards at once
         self._model: Any = None
@@ -135,24 +134,6 @@ class DenseTeacher(Teacher):
     def _num_docs(self) -> int:
         return int(self._docs.shape[0])
 
-    def _doc_rows(self, d0: int, d1: int) -> np.ndarray:
-        """Corpus rows [d0, d1), remembered while the search loops over query chunks."""
-        if self._chunk is None or self._chunk[:2] != (d0, d1):
-            self._chunk = (d0, d1, self._docs[d0:d1])
-        return self._chunk[2]
-
-    def _score_block(self, query_idx: np.ndarray, d0: int, d1: int) -> np.ndarray:
-        return self._queries[self._qrow[query_idx]] @ self._doc_rows(d0, d1).T
-
-    def _block_topk(self, query_idx: np.ndarray) -> Any:
-        import faiss
-
-        def topk(rows: np.ndarray, d0: int, d1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-            scores, ids = faiss.knn(self._queries[self._qrow[query_idx[rows]]], self._doc_rows(d0, d1), k,
-                                    metric=faiss.METRIC_INNER_PRODUCT)
-            return ids, scores
-        return topk
-
     def pair_scores(self, query_idx: np.ndarray, doc_idx: np.ndarray) -> np.ndarray:
         rows = self._qrow[query_idx]
         if np.any(rows < 0):
@@ -161,12 +142,9 @@ class DenseTeacher(Teacher):
 
     def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
                ) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            if self.search_kind == "exact":
-                return self._search_exact(query_idx, k, reporter)
-            return self._search_faiss(query_idx, k, reporter)
-        finally:
-            self._chunk = None
+        if self.search_kind == "exact":
+            return self._search_exact(query_idx, k, reporter)
+        return self._search_faiss(query_idx, k, reporter)
 
     def _search_exact(self, query_idx: np.ndarray, k: int, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
         """Corpus-chunked exact search: faiss's exact knn per chunk, a running top-k merge, exact rerank."""
@@ -174,7 +152,7 @@ class DenseTeacher(Teacher):
         with reporter.task(f"search ({self.name})", len(query_idx) * n) as adv:
             pool_i, pool_s = running_topk(None, len(query_idx), n, min(n, k + POOL_PAD), on_progress=adv,
                                           doc_chunk=self.doc_chunk, query_chunk=self.query_chunk,
-                                          block_topk=self._block_topk(query_idx))
+                                          block_topk=knn_block_topk(self._queries[self._qrow[query_idx]], self._docs))
         ids, scores, self.exhaustive_queries = exact_rerank(
             pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n)
         return ids, scores
