@@ -128,6 +128,31 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert page.count("<svg") == 6 and "st-recipe" in page and "<script" not in page
 
 
+def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir):
+    """``--seeds`` runs one seed of every variant (one process or GPU each); joining the folders and
+    rerunning with both seeds reuses every cell and reports both seeds."""
+    cfg = tmp_path / "exp.yaml"
+    data = ROOT.parent / "shared" / "data" / "scifact"
+    cfg.write_text(f"name: split\ndataset: {data}\nseeds: [0]\nvariants:\n"
+                   "  - {name: in-batch, loss: mnrl, mine: {teacher: bm25, filter: none, num_negatives: 1}}\n")
+    parts = {s: tmp_path / f"part-{s}" for s in (0, 1)}
+    for s, folder in parts.items():
+        res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", str(s), "--out",
+                                  str(folder), "--cache-dir", str(cache_dir), "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert [p.name for p in folder.glob("variants/in-batch/seed-*")] == [f"seed-{s}"]
+    shutil.copytree(parts[1] / "variants" / "in-batch" / "seed-1", parts[0] / "variants" / "in-batch" / "seed-1")
+    done = {p: p.stat().st_mtime_ns for p in parts[0].glob("variants/*/seed-*/metrics.json")}
+    res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", "0,1", "--out",
+                              str(parts[0]), "--cache-dir", str(cache_dir), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert {p: p.stat().st_mtime_ns for p in done} == done
+    (row,) = json.loads((parts[0] / "results.json").read_text())["variants"]
+    assert row["seeds"] == 2
+    bad = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", "x", "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "--seeds" in bad.output
+
+
 def test_training_batches_never_repeat_a_query_or_document_id(run):
     """The trainer's NO_DUPLICATES sampler compares texts; one id has one text, so no id repeats in
     a batch. Checked by id, on a table where rows do share ids (the check could fail)."""

@@ -73,7 +73,7 @@ DPromptOpt = Annotated[str | None, Opt(help="prompt prepended to documents (dens
 MaxLenOpt = Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")]
 BatchOpt = Annotated[int | None, Opt(help="encoding batch size [default: 32]")]
 DeviceOpt = Annotated[str | None, Opt(help="torch device [default: auto]")]
-EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (bf16 where the hardware runs it natively, else "
+EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (bf16 on a CPU with native bf16, else "
                                        "torch fp32) | torch | bf16 | onnx | onnx-int8 [default: auto]")]
 BackendOpt = Annotated[str | None, Opt(help="local | ray | ray:ADDRESS (an existing cluster) [default: local]")]
 QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candidates closer to a positive than this "
@@ -369,6 +369,8 @@ def experiment(
     out_dir: Annotated[Path | None, Opt("--out", help="experiment folder [default: runs/<name>]")] = None,
     quick: Annotated[bool, Opt(help="CI-sized: slices of the data, 3 training steps, one seed")] = False,
     variants: Annotated[str | None, Opt(help="comma-separated variant names to run (and the baseline)")] = None,
+    seeds: Annotated[str | None, Opt(help="comma-separated seeds to run for every variant, replacing the config's "
+                                          "(split a grid over processes, then rerun without it to merge)")] = None,
     cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
@@ -381,7 +383,11 @@ def experiment(
         cfg.cache_dir = cache_dir
     folder = out_dir or Path("runs") / (cfg.name + ("-quick" if quick else ""))
     only = [v.strip() for v in variants.split(",")] if variants else None
-    results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only)
+    try:
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else None
+    except ValueError:
+        _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
+    results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only, seed_list)
     from .experiment import results_markdown
 
     print(results_markdown(results))

@@ -93,6 +93,14 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
         return self
 
+    def with_seeds(self, seeds: list[int]) -> ExperimentConfig:
+        """The same grid run with only these seeds for every variant (no dev-chosen extra seeds): a grid split
+        over processes or machines, one seed each, merges by rerunning the full config on the joined folders."""
+        if not seeds:
+            raise ConfigError("--seeds: give at least one seed")
+        variants = [v.model_copy(update={"seeds": None}) for v in self.variants]
+        return self.model_copy(update={"seeds": list(seeds), "best_seeds": None, "variants": variants})
+
     @classmethod
     def from_file(cls, path: str | Path) -> ExperimentConfig:
         p = Path(path)
@@ -187,14 +195,18 @@ def _st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: 
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
-                   reporter: Reporter = SILENT, only: list[str] | None = None) -> dict[str, Any]:
+                   reporter: Reporter = SILENT, only: list[str] | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Any]:
     """Run (or resume) every cell and write results.json and results.md into ``out``.
-    ``only`` restricts the run to some variants (the baseline is kept if it was set)."""
+    ``only`` restricts the run to some variants (the baseline is kept if it was set); ``seeds`` replaces
+    every variant's seeds (see :meth:`ExperimentConfig.with_seeds`)."""
     from .train import TrainConfig, train, train_table
     from .train.trainer import MANIFEST
 
     if quick:
         cfg = _quick(cfg)
+    if seeds is not None:
+        cfg = cfg.with_seeds(seeds)
     if only:
         unknown = set(only) - {v.name for v in cfg.variants}
         if unknown:
@@ -248,9 +260,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
                        {"train_seconds": made["seconds"], "train_steps": made["steps"]})
 
     plan = {v.name: list(v.seeds or cfg.seeds) for v in cfg.variants}
-    for v in cfg.variants:
-        for seed in plan[v.name]:
-            run_cell(v, seed)
+    for seed in sorted({s for seeds in plan.values() for s in seeds}):  # seed-major: a cut grid stays balanced
+        for v in cfg.variants:
+            if seed in plan[v.name]:
+                run_cell(v, seed)
     best = None
     if cfg.best_seeds:
         best = _best_on_dev(out, [v for v in cfg.variants if v.kind == "hardneg"], plan)
