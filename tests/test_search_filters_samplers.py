@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,20 @@ def test_hybrid_scores_every_candidate_with_every_teacher(scifact_slice, cache_d
         for qid in np.unique(q)[:5]:
             m = q == qid
             assert (np.diff(fused[m][np.argsort(ranks[m])]) <= 1e-12).all()  # rank follows the fused score
+
+
+def test_bm25s_import_leaves_the_gpu_to_the_trainer():
+    """bm25s runs a JAX op at import where JAX is installed; JAX must then allocate on demand instead of
+    taking 75% of the GPU (which made every BM25 cell of the A/B grid run out of memory on an H200).
+    A value the user set is kept."""
+    import subprocess
+    import sys
+
+    code = ("import os; from hardneg.teachers.bm25 import import_bm25s; import_bm25s(); "
+            "print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "false"
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip() == "true"

@@ -3,6 +3,9 @@ vectorised and agree exactly."""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -11,6 +14,16 @@ from ..data import Collection
 from ..fingerprint import settings_key
 from ..progress import SILENT, Reporter
 from .base import Teacher
+
+
+def import_bm25s() -> Any:
+    """``import bm25s``. Where JAX is installed, bm25s runs a JAX op at import, and JAX then takes 75% of
+    the GPU's memory up front, so a trainer in the same process runs out of memory (seen on an H200).
+    hardneg never uses bm25s's JAX path: unless the user configured JAX, it allocates on demand."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import bm25s
+
+    return bm25s
 
 
 class BM25Teacher(Teacher):
@@ -29,7 +42,7 @@ class BM25Teacher(Teacher):
 
     def prepare(self, collection: Collection, query_idx: np.ndarray, cache: Cache,
                 reporter: Reporter = SILENT) -> None:
-        import bm25s
+        bm25s = import_bm25s()
         from bm25s.tokenization import Tokenizer
 
         stem = None
