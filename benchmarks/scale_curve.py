@@ -71,10 +71,11 @@ def child(path: Path, nq: int, kind: str, out: Path) -> None:
         return running_topk(None, len(q), n, kk, doc_chunk=65536, query_chunk=len(q),
                             block_topk=knn_block_topk(q, docs))
 
+    index_timings: dict[str, float] = {}
     if kind == "exact":
         pool_i, pool_s = exact_pool(queries, k + POOL_PAD)
     else:
-        pool_i, pool_s = faiss_pool(docs, queries, 4 * k + POOL_PAD, kind)
+        pool_i, pool_s = faiss_pool(docs, queries, 4 * k + POOL_PAD, kind, timings=index_timings)
     search_s = time.perf_counter() - t
     ids, scores, _ = exact_rerank(pool_i, pool_s, k, pair_scores, n, verify=kind == "exact")
     t2 = time.perf_counter()
@@ -86,7 +87,8 @@ def child(path: Path, nq: int, kind: str, out: Path) -> None:
     chosen, _ = sample(SamplerSpec.parse("top"), NEG, valid & ~is_pos & (reason == 0), rank, scores, pos_ref,
                        id_hashes(np.arange(nq).astype(str)), np.zeros(ids.shape, dtype=np.uint64), 0)
     filter_s = time.perf_counter() - t2
-    result = {"search_s": search_s, "filter_sample_s": filter_s, "coverage": float((chosen >= 0).mean())}
+    result = {"search_s": search_s, **{f"index_{k}": v for k, v in index_timings.items()}, "filter_sample_s": filter_s,
+              "coverage": float((chosen >= 0).mean())}
     if kind != "exact":
         pick = np.sort(rng.choice(nq, size=min(200, nq), replace=False))
         ei, es = exact_pool(queries[pick], k + POOL_PAD)
@@ -139,12 +141,15 @@ def main() -> None:
     print(f"\n### Scale curve: search + percpos 0.95 + top-4 ({date.today()})\n")
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"{args.queries:,} queries, {DIM}-d fp16 embeddings on disk, depth {DEPTH}.\n")
-    print("| docs | search | wall (s) | search (s) | filter+sample (s) | peak RSS (MB) | recall@100 | coverage |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| docs | search | wall (s) | search (s) | index train / add / query (s) | filter+sample (s) | "
+          "peak RSS (MB) | recall@100 | coverage |")
+    print("|---:|---|---:|---:|---|---:|---:|---:|---:|")
     for n, kind, wall, rss, r in rows:
         rec = f"{r['recall_at_100']:.3f}" if "recall_at_100" in r else "exact"
-        print(f"| {n:,} | {kind} | {wall:.1f} | {r['search_s']:.1f} | {r['filter_sample_s']:.2f} | {rss:.0f} | "
-              f"{rec} | {r['coverage']:.3f} |")
+        split = f"{r['index_train_s']:.1f} / {r['index_add_s']:.1f} / {r['index_search_s']:.1f}" \
+            if "index_train_s" in r else "–"
+        print(f"| {n:,} | {kind} | {wall:.1f} | {r['search_s']:.1f} | {split} | {r['filter_sample_s']:.2f} | "
+              f"{rss:.0f} | {rec} | {r['coverage']:.3f} |")
 
 
 if __name__ == "__main__":

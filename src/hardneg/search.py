@@ -121,14 +121,19 @@ def pair_dot(queries: Any, docs: Any, rows: np.ndarray, doc_idx: np.ndarray, ste
 
 
 def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 0,
-               add_chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+               add_chunk: int = 65536, timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Coarse top-k by inner product with a faiss index: ``flat`` (exact), ``hnsw``, ``ivf``,
     ``ivfsq`` (8-bit codes: dim bytes a vector) or ``ivfpq`` (product codes: ~dim/8 bytes a vector),
     the last two for corpora whose float vectors do not fit in memory.
     ``corpus`` is any (n, dim) matrix that can be sliced (an on-disk :class:`EmbeddingMatrix` too);
-    it is added in chunks, and IVF indexes train on a seeded sample (64 rows a list, at least 10,000)."""
+    it is added in chunks, and IVF indexes train on a seeded sample (64 rows a list, at least 10,000).
+    ``timings`` receives ``train_s``, ``add_s`` and ``search_s``: an index is built once and searched by
+    many query batches, and the three grow differently with the corpus."""
+    import time
+
     import faiss
 
+    t0 = time.perf_counter()
     n, dim = corpus.shape
     k = min(k, n)
     xq = np.ascontiguousarray(queries, dtype=np.float32)
@@ -157,9 +162,13 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
         index.nprobe = min(nlist, max(8, nlist // 8) if kind == "ivf" else 64)
     else:
         raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf, ivfpq, ivfsq)")
+    t1 = time.perf_counter()
     for s in range(0, n, add_chunk):
         index.add(np.ascontiguousarray(corpus[s:min(s + add_chunk, n)], dtype=np.float32))
+    t2 = time.perf_counter()
     scores, ids = index.search(xq, k)
+    if timings is not None:
+        timings.update(train_s=t1 - t0, add_s=t2 - t1, search_s=time.perf_counter() - t2)
     return ids.astype(np.int64), scores.astype(np.float32)
 
 
