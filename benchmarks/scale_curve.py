@@ -53,7 +53,15 @@ def child(path: Path, nq: int, kind: str, out: Path) -> None:
 
     from hardneg.filters import FilterSpec, apply_filters
     from hardneg.samplers import SamplerSpec, id_hashes, sample
-    from hardneg.search import POOL_PAD, exact_rerank, faiss_pool, knn_block_topk, pair_dot, recall_at, running_topk
+    from hardneg.search import (
+        POOL_PAD,
+        exact_rerank,
+        faiss_pool,
+        knn_block_topk,
+        pair_dot,
+        recall_at,
+        running_topk,
+    )
     from hardneg.store import EmbeddingMatrix
 
     docs = EmbeddingMatrix(path)

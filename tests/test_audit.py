@@ -14,12 +14,18 @@ from typer.testing import CliRunner
 
 from hardneg import mine as hardneg_mine
 from hardneg.audit import Hidden, hide_positives, measure, stage_prefixes
+from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
 from hardneg.cli import app
 from hardneg.data import Collection, Qrels
 from hardneg.filters import REASONS, FilterSpec
 from hardneg.runs import Run
-from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
-from hardneg.similarity import knn_positive_share, max_to_positives, pair_cosine, pair_jaccard, shingle_matrix
+from hardneg.similarity import (
+    knn_positive_share,
+    max_to_positives,
+    pair_cosine,
+    pair_jaccard,
+    shingle_matrix,
+)
 
 runner = CliRunner()
 

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +33,7 @@ class _Scripted(BaseHTTPRequestHandler):
     plan: list[str] = []
     calls = 0
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         type(self).calls += 1
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         step = self.plan.pop(0) if self.plan else "ok"

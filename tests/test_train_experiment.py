@@ -82,7 +82,7 @@ def test_paired_randomisation():
 def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     cfg = tmp_path / "exp.yaml"
     shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
-    text = cfg.read_text().replace("../../shared/data/scifact", str((ROOT.parent / "shared" / "data" / "scifact")))
+    text = cfg.read_text().replace("../../shared/data/scifact", str(ROOT.parent / "shared" / "data" / "scifact"))
     text = text.replace("  - name: in-batch\n", "  - name: in-batch\n    budget: {max_length: 48}\n")  # an override
     cfg.write_text(text)
     out = tmp_path / "exp"

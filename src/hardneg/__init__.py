@@ -21,7 +21,27 @@ def train(*args: Any, **kwargs: Any) -> Any:
     return _train(*args, **kwargs)
 
 
-__all__ = ["Collection", "ConfigError", "DataError", "Evaluation", "evaluate", "FORMATS", "HardnegError", "MineConfig", "Qrels",
-           "Run", "RunError", "export", "load", "load_beir", "load_hf", "load_pairs", "mine", "save_beir", "stats", "train",
-           "to_dataset"]
+__all__ = [
+    "FORMATS",
+    "Collection",
+    "ConfigError",
+    "DataError",
+    "Evaluation",
+    "HardnegError",
+    "MineConfig",
+    "Qrels",
+    "Run",
+    "RunError",
+    "evaluate",
+    "export",
+    "load",
+    "load_beir",
+    "load_hf",
+    "load_pairs",
+    "mine",
+    "save_beir",
+    "stats",
+    "to_dataset",
+    "train",
+]
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .data import Collection, load
+from .data import Collection
 from .errors import ConfigError, RunError
 from .fingerprint import resolve_model
 from .io import publish_dir, write_json
@@ -78,8 +78,11 @@ def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None 
     """Train a cross-encoder on a run's positives and negatives, holding out ``dev_queries`` queries
     for calibration, and save a CrossEncoder folder plus ``hardneg_judge.json`` (calibration, dev AUC)."""
     import datasets
-    from sentence_transformers.cross_encoder import (CrossEncoder, CrossEncoderTrainer,
-                                                     CrossEncoderTrainingArguments)
+    from sentence_transformers.cross_encoder import (
+        CrossEncoder,
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     out = Path(out)

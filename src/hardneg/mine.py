@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -539,7 +539,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     }
     manifest = {
         "hardneg_version": metadata.version("hardneg"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": cfg.model_dump(),
         "config_fingerprint": fingerprint,
         "data": {k: v for k, v in col.source.items() if not k.startswith("_")}

@@ -5,4 +5,4 @@ from .bm25 import BM25Teacher
 from .dense import DenseTeacher
 from .hybrid import HybridTeacher
 
-__all__ = ["Teacher", "BM25Teacher", "DenseTeacher", "HybridTeacher"]
+__all__ = ["BM25Teacher", "DenseTeacher", "HybridTeacher", "Teacher"]

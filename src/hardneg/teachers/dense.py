@@ -13,7 +13,15 @@ from ..encoders import load_encoder, resolve_encoder
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
 from ..io import sha256_texts
 from ..progress import SILENT, Reporter
-from ..search import POOL_PAD, exact_rerank, faiss_pool, knn_block_topk, pair_dot, recall_at, running_topk
+from ..search import (
+    POOL_PAD,
+    exact_rerank,
+    faiss_pool,
+    knn_block_topk,
+    pair_dot,
+    recall_at,
+    running_topk,
+)
 from ..store import DTYPES, EmbeddingMatrix
 from .base import Teacher
 

@@ -83,8 +83,11 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     """Train on the table ``make_table()`` returns (built only when training is needed);
     ``source`` says where the rows came from and goes into the manifest and the cache key."""
     import datasets
-    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.base.sampler import BatchSamplers
 
     base_path = resolve_model(cfg.model)
