@@ -163,8 +163,16 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
     else:
         raise ValueError(f"unknown faiss index '{kind}' (flat, hnsw, ivf, ivfpq, ivfsq)")
     t1 = time.perf_counter()
+    centroids = index.quantizer.reconstruct_n(0, index.nlist) if isinstance(index, faiss.IndexIVF) else None
     for s in range(0, n, add_chunk):
-        index.add(np.ascontiguousarray(corpus[s:min(s + add_chunk, n)], dtype=np.float32))
+        x = np.ascontiguousarray(corpus[s:min(s + add_chunk, n)], dtype=np.float32)
+        if centroids is None:
+            index.add(x)
+        else:  # faiss's own k=1 assignment ran ~4.6x slower than a GEMM + argmax here
+            lists = np.concatenate([np.argmax(x[i:i + 8192] @ centroids.T, axis=1)
+                                    for i in range(0, len(x), 8192)]).astype(np.int64)
+            row_ids = np.arange(s, s + len(x), dtype=np.int64)  # named: swig_ptr keeps no reference
+            index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(row_ids), faiss.swig_ptr(lists))
     t2 = time.perf_counter()
     scores, ids = index.search(xq, k)
     if timings is not None:
