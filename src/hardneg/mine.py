@@ -155,6 +155,7 @@ class _Context:
     reporter: Reporter
     vectors: Any = None        # document embeddings for near_positive
     judge: Any = None          # CrossEncoderJudge
+    judge_fingerprint: str = ""  # of the judge folder, the key of its cached probabilities
     llm: Any = None            # LLMJudge
     calibration: dict[str, Any] | None = None
     judge_cache_hits: int = 0
@@ -291,7 +292,7 @@ def _judge_part(ctx: _Context, part: _Part) -> None:
 def _judge_probabilities(ctx: _Context, queries: list[str], docs: list[str]) -> np.ndarray:
     """The cross-encoder's probabilities for these pairs, cached by the judge folder's fingerprint
     and the pairs' texts: a rerun with another threshold or sampler never loads the judge again."""
-    key = settings_key("cross-encoder", folder_fingerprint(ctx.judge.path, ctx.cache.root), sha256_texts(queries, docs))
+    key = settings_key("cross-encoder", ctx.judge_fingerprint, sha256_texts(queries, docs))
     hit = ctx.cache.load_arrays("judged", key)
     if hit is not None:
         ctx.judge_cache_hits += len(queries)
@@ -461,6 +462,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         from .judge import CrossEncoderJudge
 
         ctx.judge = CrossEncoderJudge(cfg.judge.split(":", 1)[1], batch_size=cfg.batch_size, device=cfg.device)
+        ctx.judge_fingerprint = folder_fingerprint(ctx.judge.path, ctx.cache.root)  # once, not per query shard
     if cfg.llm_judge:
         from .llm import LLMConfig, LLMJudge, parse_llm_target
 
