@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 import hardneg
 from hardneg.cli import app
-from hardneg.experiment import paired_randomisation
+from hardneg.evaluate import Evaluation
+from hardneg.experiment import ExperimentConfig, paired_randomisation, results_markdown, summarise
 from hardneg.train import training_table
 from hardneg.train.guided import GuidedInfoNCELoss
 
@@ -79,6 +80,24 @@ def test_paired_randomisation():
     assert paired_randomisation(a + rng.normal(0, 0.01, 200), a, 2000) > 0.01
 
 
+def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget():
+    """An epoch budget gives each variant its own number of steps (ST's recipe drops under-filled queries);
+    the table must show it rather than pass the difference off as the mining choice's."""
+    def cell(ndcg: float, steps: int) -> Evaluation:
+        pq = {f"q{i}": ndcg + 0.01 * i for i in range(5)}
+        return Evaluation({"ndcg@10": ndcg, "recall@100": 0.9, "mrr@10": ndcg}, {"ndcg@10": pq}, 5,
+                          {"train_seconds": 1.0, "train_steps": steps})
+    cfg = ExperimentConfig(dataset="x", baseline="st", variants=[{"name": "st", "kind": "st"}, {"name": "mined"}])
+    base = Evaluation({"ndcg@10": 0.5, "recall@100": 0.9, "mrr@10": 0.5},
+                      {"ndcg@10": {f"q{i}": 0.5 for i in range(5)}}, 5)
+    unequal = summarise(cfg, base, {"st": [cell(0.6, 22)], "mined": [cell(0.62, 26), cell(0.61, 25)]})
+    assert not unequal["equal_steps"] and unequal["variants"][1]["train_steps"] == [25, 26]
+    text = results_markdown(unequal)
+    assert "Unequal budget" in text and "| 25/26 |" in text
+    equal = summarise(cfg, base, {"st": [cell(0.6, 25)], "mined": [cell(0.62, 25)]})
+    assert equal["equal_steps"] and "Unequal budget" not in results_markdown(equal)
+
+
 def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     cfg = tmp_path / "exp.yaml"
     shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
@@ -94,7 +113,8 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos"]
     for r in results["variants"]:
         assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0 and 0.0 <= r["dev_ndcg@10"] <= 1.0
-        assert r["train_seconds"] > 0
+        assert r["train_seconds"] > 0 and r["train_steps"] == [3]
+    assert results["equal_steps"] and "Unequal budget" not in (out / "results.md").read_text()
     assert (out / "results.md").read_text().count("\n| ") == 7
     # The best variant is chosen on dev (held-out train queries), never on test; it and the baseline get
     # the extra seeds, and no dev query is ever trained on.

@@ -324,9 +324,13 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
         secs = [e.details["train_seconds"] for e in evals if "train_seconds" in e.details]
         if secs:
             row["train_seconds"] = float(np.mean(secs))
+        steps = sorted({int(e.details["train_steps"]) for e in evals if "train_steps" in e.details})
+        if steps:
+            row["train_steps"] = steps
         rows.append(row)
     out = {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
-           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows}
+           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows,
+           "equal_steps": len({s for r in rows for s in r.get("train_steps", [])}) <= 1}
     if dev is not None:
         out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed,
                       "base_ndcg@10": dev["__base__"][0].metrics["ndcg@10"], "selected": best}
@@ -343,16 +347,20 @@ def results_markdown(results: dict[str, Any]) -> str:
                   f"nDCG@10 {dev['base_ndcg@10']:.4f}." + (f" Chosen on dev: **{dev['selected']}**." if dev["selected"]
                                                              else ""), ""]
     head = "| variant | seeds | " + ("dev nDCG@10 | " if dev else "") + \
-        "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | train s |"
+        "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | steps | train s |"
     lines += [head, "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)]
     for r in results["variants"]:
         def ms(m: str) -> str:
             return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
         secs = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
+        steps = "/".join(str(n) for n in r.get("train_steps", [])) or "-"
         lines.append(f"| {r['variant']} | {r['seeds']} | " + (f"{r['dev_ndcg@10']:.4f} | " if dev else "") +
                      f"{ms('ndcg@10')} | {ms('recall@100')} | {ms('mrr@10')} | "
                      f"{r['delta_base']:+.4f} | {r['p_vs_base']:.3f} | "
-                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {secs} |")
+                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {steps} | {secs} |")
     lines.append("")
+    if not results.get("equal_steps", True):
+        lines.append("**Unequal budget:** the cells trained different numbers of steps (the `steps` column), "
+                     "so the deltas mix the mining choice with the amount of training. Set `budget.max_steps`.")
     lines.append("p: paired randomisation test on per-query nDCG@10 (averaged over seeds), two-sided.")
     return "\n".join(lines) + "\n"
