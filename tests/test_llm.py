@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def test_yes_probability_reads_both_answers_and_refuses_neither():
 class _Scripted(BaseHTTPRequestHandler):
     """An OpenAI-style /v1/completions endpoint that misbehaves on purpose."""
 
-    plan: list[str] = []
+    plan: ClassVar[list[str]] = []
     calls = 0
 
     def do_POST(self) -> None:
@@ -136,8 +137,8 @@ def gguf(tmp_path_factory) -> str:
     path = str(pkg.assemble(tmp_path_factory.mktemp("gguf") / "gemma3-270m-q4_k_m.gguf"))
     # A build compiled for instructions this CPU lacks dies with SIGILL, which would take pytest down with
     # it: run the model once in a child process first.
-    probe = subprocess.run([sys.executable, "-c", "import sys, llama_cpp; llama_cpp.Llama(model_path=sys.argv[1], "
-                            "n_ctx=64, verbose=False)('ok', max_tokens=1)", path], capture_output=True, text=True)
+    code = "import sys, llama_cpp; llama_cpp.Llama(model_path=sys.argv[1], n_ctx=64, verbose=False)('ok', max_tokens=1)"
+    probe = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, check=False)
     if probe.returncode == -signal.SIGILL:
         pytest.skip("llama-cpp-python was compiled for instructions this CPU lacks (SIGILL): reinstall it with "
                     "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' --no-cache-dir")

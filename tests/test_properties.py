@@ -113,7 +113,7 @@ def test_independent_of_input_order(static_model, cache_dir, coll, shuffle, samp
 def test_same_seed_same_bytes_and_k_beyond_corpus(static_model, cache_dir, coll, seed):
     with tempfile.TemporaryDirectory() as tmp:
         root = write(Path(tmp) / "d", coll)
-        kw = dict(teacher=f"dense:{static_model}", sampler="random", seed=seed, depth=1000, num_negatives=50)
+        kw = {"teacher": f"dense:{static_model}", "sampler": "random", "seed": seed, "depth": 1000, "num_negatives": 50}
         mine_files(root, cache_dir, out=str(Path(tmp) / "r1"), **kw)
         run = mine_files(root, cache_dir, out=str(Path(tmp) / "r2"), **kw)
         for f in ("negatives.parquet", "candidates.parquet"):

@@ -203,7 +203,7 @@ def _read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
         try:
             table = pq.read_table(path)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
             raise DataError(path, f"cannot read parquet ({exc})") from None
         for i, rec in enumerate(table.to_pylist(), start=1):
             yield i, rec
@@ -446,13 +446,19 @@ def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: ob
             b.add_qrel(qid, did, 1, path, line)
 
 
+def _text_lines(path: Path, column: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """One document per non-empty line of a .txt file, numbered from 1."""
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                yield i, {column: line.rstrip("\n")}
+
+
 def _add_extra_corpus(b: _Builder, path: Path, text_column: str = "text") -> None:
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise DataError(path, "file not found")
-        rows: Iterable[tuple[int, dict[str, Any]]] = (
-            (i, {text_column: line.rstrip("\n")}) for i, line in enumerate(open(path, encoding="utf-8"), 1)
-            if line.strip())
+        rows: Iterable[tuple[int, dict[str, Any]]] = _text_lines(path, text_column)
     else:
         rows = _read_table(path)
     for line, rec in rows:
@@ -506,7 +512,7 @@ def load_hf(dataset: Any, split: str = "train", query_column: str | None = None,
     name = str(dataset)
     try:
         configs = hfds.get_dataset_config_names(name, revision=revision)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the hub and the loader raise many types; each becomes a DataError
         raise DataError(name, f"cannot open Hugging Face dataset ({type(exc).__name__}: {exc})") from None
     if "corpus" in configs and "queries" in configs:
         b = _Builder(strict=strict)
@@ -524,7 +530,7 @@ def load_hf(dataset: Any, split: str = "train", query_column: str | None = None,
         try:
             qrels = hfds.load_dataset(name, "default", split=split, revision=revision)
             qtag = f"{tag}/default[{split}]"
-        except Exception:
+        except Exception:  # noqa: BLE001 - no "default" qrels config: BEIR's separate -qrels repo
             qrels = hfds.load_dataset(f"{name}-qrels", split=split, revision=revision)
             qtag = f"hf:{name}-qrels[{split}]"
         _add_qrels_rows(b, enumerate(qrels, start=1), qtag)

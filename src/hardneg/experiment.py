@@ -303,7 +303,7 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
               dev: dict[str, list[Evaluation]] | None = None, best: str | None = None) -> dict[str, Any]:
     """Mean +- std per variant, deltas vs base and baseline, paired randomisation p-values; with a
     dev split, each variant's dev nDCG@10 and the variant chosen on it."""
-    qids, base_pq = _per_query_mean([base])
+    _, base_pq = _per_query_mean([base])
     rows = []
     baseline_pq = _per_query_mean(cells[cfg.baseline])[1] if cfg.baseline else None
     baseline_mean = float(np.mean([e.metrics["ndcg@10"] for e in cells[cfg.baseline]])) if cfg.baseline else None
@@ -340,8 +340,8 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
 def results_markdown(results: dict[str, Any]) -> str:
     dev = results.get("dev")
     lines = [f"### {results['name']}: {results['dataset']} [{results['test_split']}], {results['queries']} queries",
-             "", f"Base model: nDCG@10 {results['base']['ndcg@10']:.4f}, R@100 {results['base']['recall@100']:.4f}, "
-             f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}.", ""]
+             "", (f"Base model: nDCG@10 {results['base']['ndcg@10']:.4f}, R@100 {results['base']['recall@100']:.4f}, "
+                  f"MRR@10 {results['base']['mrr@10']:.4f}. Budget: {results['budget']}."), ""]
     if dev:
         lines += [f"Dev: {dev['queries']} train queries held out (seed {dev['seed']}), never trained on; base dev "
                   f"nDCG@10 {dev['base_ndcg@10']:.4f}." + (f" Chosen on dev: **{dev['selected']}**." if dev["selected"]
@@ -349,13 +349,14 @@ def results_markdown(results: dict[str, Any]) -> str:
     head = "| variant | seeds | " + ("dev nDCG@10 | " if dev else "") + \
         "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | steps | train s |"
     lines += [head, "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)]
+    def ms(r: dict[str, Any], m: str) -> str:
+        return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
+
     for r in results["variants"]:
-        def ms(m: str) -> str:
-            return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
         secs = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
         steps = "/".join(str(n) for n in r.get("train_steps", [])) or "-"
         lines.append(f"| {r['variant']} | {r['seeds']} | " + (f"{r['dev_ndcg@10']:.4f} | " if dev else "") +
-                     f"{ms('ndcg@10')} | {ms('recall@100')} | {ms('mrr@10')} | "
+                     f"{ms(r, 'ndcg@10')} | {ms(r, 'recall@100')} | {ms(r, 'mrr@10')} | "
                      f"{r['delta_base']:+.4f} | {r['p_vs_base']:.3f} | "
                      f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {steps} | {secs} |")
     lines.append("")
