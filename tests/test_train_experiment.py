@@ -110,12 +110,13 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert res.exit_code == 0, res.output
     results = json.loads((out / "results.json").read_text())
     names = [r["variant"] for r in results["variants"]]
-    assert names == ["st-recipe", "dense-percpos", "dense-top", "in-batch", "bm25-percpos", "hybrid-percpos"]
+    assert names == ["st-recipe", "dense-percpos", "dense-top", "dense-cascade", "in-batch", "bm25-percpos",
+                     "hybrid-percpos"]
     for r in results["variants"]:
         assert 0.0 <= r["ndcg@10"] <= 1.0 and 0.0 < r["p_vs_base"] <= 1.0 and 0.0 <= r["dev_ndcg@10"] <= 1.0
         assert r["train_seconds"] > 0 and r["train_steps"] == [3]
     assert results["equal_steps"] and "Unequal budget" not in (out / "results.md").read_text()
-    assert (out / "results.md").read_text().count("\n| ") == 7
+    assert (out / "results.md").read_text().count("\n| ") == 8
     # The best variant is chosen on dev (held-out train queries), never on test; it and the baseline get
     # the extra seeds, and no dev query is ever trained on.
     chosen = results["dev"]["selected"]
@@ -137,7 +138,7 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
                for p in out.glob("variants/*/seed-0/model/hardneg_train.json")}
     assert lengths.pop("in-batch") == 48 and set(lengths.values()) == {64}  # the variant's budget override
     done = {p: p.stat().st_mtime_ns for p in out.glob("variants/*/seed-*/metrics.json")}
-    assert len(done) == 8
+    assert len(done) == 9
     res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
                               "--cache-dir", str(cache_dir), "--quiet"])
     assert res.exit_code == 0
@@ -145,7 +146,7 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     res = runner.invoke(app, ["report", str(out)])
     assert res.exit_code == 0, res.output
     page = (out / "report.html").read_text()
-    assert page.count("<svg") == 6 and "st-recipe" in page and "<script" not in page
+    assert page.count("<svg") == 7 and "st-recipe" in page and "<script" not in page
 
 
 def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir):
