@@ -163,8 +163,8 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
     mine_options.pop("out", None)
     mine_options.setdefault("seed", seed)
     chain = str(mine_options.pop("filter", "percpos:0.95"))
-    judges = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
-    plan = [(f, {}) for f in (stage_prefixes(chain) if stages else [chain])]
+    judges: dict[str, Any] = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
+    plan: list[tuple[str, dict[str, Any]]] = [(f, {}) for f in (stage_prefixes(chain) if stages else [chain])]
     if judges:  # the judges come last, after every rule
         plan = (plan if stages else []) + [(chain, judges)]
     rows = []

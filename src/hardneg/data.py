@@ -82,11 +82,11 @@ class Collection:
             h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         return sha256_texts(h.hexdigest(), self.queries_fingerprint(), self.corpus_fingerprint())
 
-    def doc_index(self, ids: Sequence[str]) -> np.ndarray:
+    def doc_index(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Map document ids to row indices (raises KeyError naming the first unknown id)."""
         return _lookup(self.doc_ids, ids, "document")
 
-    def query_index(self, ids: Sequence[str]) -> np.ndarray:
+    def query_index(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         return _lookup(self.query_ids, ids, "query")
 
     def slice(self, num_queries: int, extra_docs: int = 0, seed: int = 0) -> Collection:
@@ -151,7 +151,7 @@ def save_beir(collection: Collection, path: str | Path, split: str = "train") ->
     return root
 
 
-def _lookup(sorted_ids: np.ndarray, ids: Sequence[str], what: str) -> np.ndarray:
+def _lookup(sorted_ids: np.ndarray, ids: Sequence[str] | np.ndarray, what: str) -> np.ndarray:
     ids_arr = np.asarray(list(ids), dtype=object)
     pos = np.searchsorted(sorted_ids, ids_arr)
     pos_c = np.minimum(pos, max(sorted_ids.size - 1, 0))
@@ -433,7 +433,7 @@ def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: ob
         if not query.strip():
             raise DataError(path, "empty query text", line, qcol)
         pos = rec.get(pcol)
-        positives = pos if isinstance(pos, list) else [pos]
+        positives: list[Any] = pos if isinstance(pos, list) else [pos]
         if not positives or any(not isinstance(p, str) for p in positives):
             raise DataError(path, "expected a string or a list of strings", line, pcol)
         qid = _text_id("q", query)

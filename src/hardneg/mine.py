@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -176,8 +176,8 @@ class _Part:
     pos_ref: np.ndarray
     search_cache_hit: bool
     exhaustive: int
-    chosen: np.ndarray | None = None
-    derived: dict[str, float] | None = None
+    chosen: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.int64))  # set by the sampler
+    derived: dict[str, float] = field(default_factory=dict)
 
 
 def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -> _Part:
@@ -235,7 +235,7 @@ def _rule_part(ctx: _Context, rows: np.ndarray, depth: int) -> _Part:
     ng = int(ctx.text_group.max()) + 1
     is_dup = valid & ~is_pos & np.isin(local2d * ng + ctx.text_group[safe], local * ng + ctx.text_group[pos_docs])
     nonpos = valid & ~is_pos
-    before = np.cumsum(nonpos, axis=1) - nonpos
+    before: np.ndarray = np.cumsum(nonpos, axis=1) - nonpos
     valid &= before < depth  # depth non-positives, and the positives ranked among them
     rank = np.broadcast_to(np.arange(1, ids.shape[1] + 1, dtype=np.int32), ids.shape)
     pos_ref = ctx.pos_ref[rows]

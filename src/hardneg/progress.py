@@ -17,6 +17,10 @@ from rich.progress import (
 Advance = Callable[[int], None]
 
 
+def _no_progress(n: int = 1) -> None:
+    return None
+
+
 class Reporter:
     """Hands out progress bars. ``Reporter(enabled=False)`` hands out no-ops."""
 
@@ -26,12 +30,16 @@ class Reporter:
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
         if not self.enabled:
-            yield lambda n=1: None
+            yield _no_progress
             return
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), transient=False) as progress:
             tid = progress.add_task(description, total=total)
-            yield lambda n=1: progress.advance(tid, n)
+
+            def advance(n: int = 1) -> None:
+                progress.advance(tid, n)
+
+            yield advance
 
 
 SILENT = Reporter(enabled=False)

@@ -12,6 +12,7 @@ shards whose outputs are numpy arrays, with no record-level streaming to gain fr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ def connect(backend: str) -> Any:
         raise ConfigError("--backend ray needs Ray: pip install 'hardneg[ray]'") from e
     if not ray.is_initialized():
         address = backend.split(":", 1)[1] if ":" in backend else None
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=False)
     return ray
 
@@ -74,7 +75,8 @@ def attach_encoders(backend: str, teachers: list[Any]) -> None:
                     gpus = ray.cluster_resources().get("GPU", 0) if str(t.device or "cuda").startswith("cuda") else 0
                     # One actor per GPU where the cluster has GPUs (and the teacher may use them), else per CPU.
                     count, opts = (int(gpus), {"num_gpus": 1}) if gpus >= 1 else (_workers(ray), {})
-                    actors.extend(EncoderActor.options(**opts).remote(t) for _ in range(min(len(items), count)))
+                    actors.extend(EncoderActor.options(**opts)  # type: ignore[attr-defined]
+                                  .remote(t) for _ in range(min(len(items), count)))
                 pool = ActorPool(actors)
                 yield from pool.map_unordered(lambda a, item: a.encode.remote(item[0], item[1], prompt), items)
             return encode_shards

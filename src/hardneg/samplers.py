@@ -79,7 +79,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def pair_uniform(seed: int, query_hash: np.ndarray, doc_hash: np.ndarray) -> np.ndarray:
     """Uniform (0, 1) numbers determined by (seed, query, doc) alone."""
-    h = _mix(_mix(query_hash ^ _mix(np.uint64(seed % 2**64))) ^ doc_hash)
+    h = _mix(_mix(query_hash ^ _mix(np.asarray(seed % 2**64, dtype=np.uint64))) ^ doc_hash)
     return ((h >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
 
 

@@ -139,6 +139,7 @@ def faiss_pool(corpus: Any, queries: np.ndarray, k: int, kind: str, seed: int = 
     xq = np.ascontiguousarray(queries, dtype=np.float32)
     # ivfpq scans few lists of compact codes (and the exact rerank repairs the order).
     nlist = max(1, min(int((1 if kind in ("ivfpq", "ivfsq") else 4) * np.sqrt(n)), n // 39 or 1))
+    index: Any  # one of faiss's index classes
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

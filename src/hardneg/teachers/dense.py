@@ -27,7 +27,7 @@ from .base import Teacher
 
 SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfsq", "faiss-ivfpq")
 ANN_RECALL_WARN = 0.9  # recall@k against exact search below which a run warns
-_LOADED: dict[tuple[str, str | None], Any] = {}  # the last model loaded in this process, for reuse
+_LOADED: dict[tuple[Any, ...], Any] = {}  # the last model loaded in this process, for reuse
 
 
 class DenseTeacher(Teacher):
@@ -112,7 +112,7 @@ class DenseTeacher(Teacher):
         return lambda texts: self._load().encode(texts, prompt or "")
 
     def embed(self, texts: list[str], prompt: str, cache: Cache, what: str,
-              reporter: Reporter = SILENT) -> np.ndarray:
+              reporter: Reporter = SILENT) -> EmbeddingMatrix:
         key = settings_key(self._encoder_fp, what, prompt, len(texts), sha256_texts(texts))
         meta = {"model": self.model_spec, "model_path": str(self.model_path), "prompt": prompt,
                 "max_length": self.max_length, "normalize": self.normalize, "count": len(texts)}

@@ -30,7 +30,7 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
     """A sentence-transformers loss object for ``name`` (see the table above)."""
     from sentence_transformers.sentence_transformer import losses
 
-    hard = {"hardness_mode": "hard_negatives", "hardness_strength": hardness_strength} if hardness_strength else {}
+    hard: dict[str, Any] = {"hardness_mode": "hard_negatives", "hardness_strength": hardness_strength} if hardness_strength else {}
     if name in ("mnrl", "mnrl-hn"):
         return losses.MultipleNegativesRankingLoss(model, **hard)
     if name == "cached-mnrl":
