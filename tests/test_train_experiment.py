@@ -15,6 +15,7 @@ import hardneg
 from hardneg.cli import app
 from hardneg.evaluate import Evaluation
 from hardneg.experiment import ExperimentConfig, paired_randomisation, results_markdown, summarise
+from hardneg.report import report
 from hardneg.train import training_table
 from hardneg.train.guided import GuidedInfoNCELoss
 
@@ -80,7 +81,7 @@ def test_paired_randomisation():
     assert paired_randomisation(a + rng.normal(0, 0.01, 200), a, 2000) > 0.01
 
 
-def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget():
+def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget(tmp_path):
     """An epoch budget gives each variant its own number of steps (ST's recipe drops under-filled queries);
     the table must show it rather than pass the difference off as the mining choice's."""
     def cell(ndcg: float, steps: int) -> Evaluation:
@@ -94,6 +95,8 @@ def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget():
     assert not unequal["equal_steps"] and unequal["variants"][1]["train_steps"] == [25, 26]
     text = results_markdown(unequal)
     assert "Unequal budget" in text and "| 25/26 |" in text
+    (tmp_path / "results.json").write_text(json.dumps(unequal))
+    assert "Unequal budget" in report(tmp_path).read_text()
     equal = summarise(cfg, base, {"st": [cell(0.6, 25)], "mined": [cell(0.62, 25)]})
     assert equal["equal_steps"] and "Unequal budget" not in results_markdown(equal)
 
