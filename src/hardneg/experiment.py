@@ -349,6 +349,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     head = "| variant | seeds | " + ("dev nDCG@10 | " if dev else "") + \
         "nDCG@10 | R@100 | MRR@10 | Δ base | p | Δ baseline | p | steps | train s |"
     lines += [head, "|" + "---|" * 2 + "---:|" * (head.count("|") - 3)]
+
     def ms(r: dict[str, Any], m: str) -> str:
         return f"{r[m]:.4f} ± {r[m + '_std']:.4f}"
 

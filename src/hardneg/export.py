@@ -116,8 +116,7 @@ def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collecti
         neg_scores = neg_sc[np.isin(neg_par, np.nonzero(full)[0])].reshape(-1, n)
         row_of_query = np.cumsum(full) - 1
         rows = row_of_query[pos_par[keep_pos]]
-        cols = {"anchor": list(anchors_all[pos_par[keep_pos]]),
-                                "positive": texts.docs(pos_ids[keep_pos])}
+        cols = {"anchor": list(anchors_all[pos_par[keep_pos]]), "positive": texts.docs(pos_ids[keep_pos])}
         for j in range(n):
             cols[f"negative_{j + 1}"] = texts.docs(neg_matrix[rows, j])
         if with_scores:
