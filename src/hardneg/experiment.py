@@ -26,6 +26,13 @@ from .mine import mine
 from .progress import SILENT, Reporter
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+UNEQUAL_BUDGET = ("the cells trained different numbers of steps (the steps column), so the deltas mix the mining "
+                  "choice with the amount of training. Set budget.max_steps.")
+
+
+def steps_label(row: dict[str, Any]) -> str:
+    """A result row's training steps: ``25``, or ``25/26`` when its seeds trained different numbers."""
+    return "/".join(str(n) for n in row.get("train_steps", [])) or "-"
 
 
 class Budget(BaseModel):
@@ -355,14 +362,12 @@ def results_markdown(results: dict[str, Any]) -> str:
 
     for r in results["variants"]:
         secs = f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"
-        steps = "/".join(str(n) for n in r.get("train_steps", [])) or "-"
         lines.append(f"| {r['variant']} | {r['seeds']} | " + (f"{r['dev_ndcg@10']:.4f} | " if dev else "") +
                      f"{ms(r, 'ndcg@10')} | {ms(r, 'recall@100')} | {ms(r, 'mrr@10')} | "
                      f"{r['delta_base']:+.4f} | {r['p_vs_base']:.3f} | "
-                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {steps} | {secs} |")
+                     f"{r.get('delta_baseline', 0.0):+.4f} | {r.get('p_vs_baseline', 1.0):.3f} | {steps_label(r)} | {secs} |")
     lines.append("")
     if not results.get("equal_steps", True):
-        lines.append("**Unequal budget:** the cells trained different numbers of steps (the `steps` column), "
-                     "so the deltas mix the mining choice with the amount of training. Set `budget.max_steps`.")
+        lines.append(f"**Unequal budget:** {UNEQUAL_BUDGET}")
     lines.append("p: paired randomisation test on per-query nDCG@10 (averaged over seeds), two-sided.")
     return "\n".join(lines) + "\n"

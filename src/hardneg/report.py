@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .experiment import UNEQUAL_BUDGET, steps_label
 from .io import write_text
 from .runs import Run
 from .stats import stats
@@ -102,7 +103,7 @@ def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
         cells += [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")]
         cells += [f"{r['delta_base']:+.4f}", f"{r['p_vs_base']:.3f}",
                   f"{r.get('delta_baseline', 0.0):+.4f}", f"{r.get('p_vs_baseline', 1.0):.3f}",
-                  "/".join(str(n) for n in r.get("train_steps", [])) or "-"]
+                  steps_label(r)]
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     sections = []
     for r in res["variants"]:
@@ -128,8 +129,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{t
 <p>{html.escape(str(res['dataset']))} [{html.escape(res['test_split'])}], {res['queries']} test queries. Base model nDCG@10
 {base['ndcg@10']:.4f}, R@100 {base['recall@100']:.4f}, MRR@10 {base['mrr@10']:.4f}. Budget: {html.escape(json.dumps(res['budget']))}.
 Baseline variant: {html.escape(str(res['baseline']))}. p: paired randomisation test on per-query nDCG@10.</p>
-{"" if res.get("equal_steps", True) else "<p><b>Unequal budget:</b> the cells trained different numbers of steps "
- "(the steps column). Set budget.max_steps.</p>"}
+{"" if res.get("equal_steps", True) else f"<p><b>Unequal budget:</b> {UNEQUAL_BUDGET}</p>"}
 <table><tr>{head}</tr>{''.join(body)}</table>
 <h2>Δ nDCG@10 against the base model</h2>{_delta_chart(res['variants'])}
 <h2>Variants: score distributions and sample negatives</h2>{''.join(sections)}
