@@ -1,10 +1,10 @@
 """Encoder options on SciFact test: speed and the retrieval quality they keep.
 
-For each encoder (torch fp32, bf16, onnx fp32, onnx int8) of the packaged all-MiniLM-L6-v2, with an
+For each encoder (torch fp32, bf16, onnx fp32, onnx int8, openvino) of the packaged all-MiniLM-L6-v2, with an
 empty cache: wall time to encode the 5,183 abstracts and 300 test queries, documents per second,
 the share of that time spent tokenising, and nDCG@10 / Recall@100 on SciFact test against torch fp32.
 
-    python benchmarks/encoders.py [--data ../shared/data/scifact] [--encoders torch,bf16,onnx,onnx-int8]
+    python benchmarks/encoders.py [--data ../shared/data/scifact] [--encoders torch,bf16,onnx,onnx-int8,openvino]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")
-    ap.add_argument("--encoders", default="torch,bf16,onnx,onnx-int8")
+    ap.add_argument("--encoders", default="torch,bf16,onnx,onnx-int8,openvino")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tokenizers import Tokenizer
@@ -42,12 +42,13 @@ def main() -> None:
     rows = []
     for enc in args.encoders.split(","):
         cache = Path(tempfile.mkdtemp(prefix=f"hn-enc-{enc}-"))
-        if enc.startswith("onnx"):  # the one-off export is not encoding time: do it first
-            from hardneg.encoders import export_onnx
+        if enc in ("onnx", "onnx-int8", "openvino"):  # the one-off export is not encoding time: do it first
+            from hardneg.encoders import export_onnx, export_openvino
             from hardneg.fingerprint import folder_fingerprint
 
-            export_onnx(Path(resolve_model(None)), cache / "onnx" / folder_fingerprint(resolve_model(None), cache),
-                        enc == "onnx-int8")
+            model = Path(resolve_model(None))
+            folder = cache / "onnx" / folder_fingerprint(model, cache)
+            export_openvino(model, folder) if enc == "openvino" else export_onnx(model, folder, enc == "onnx-int8")
         t = time.perf_counter()
         res = evaluate(args.data, "test", encoder=enc, cache_dir=str(cache), batch_size=32)
         wall = time.perf_counter() - t

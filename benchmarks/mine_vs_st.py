@@ -4,6 +4,9 @@ Same model (the packaged all-MiniLM-L6-v2), same settings (4 negatives, top samp
 from the top 50, relative margin 0.05 = percpos 0.95, full corpus). Each side runs as its own
 process, cold (empty cache) then warm (its cache filled); wall time and peak RSS are measured per
 process with wait4. Prints a markdown table, ratios, and the agreement of the negatives.
+An encoder that runs an exported graph (onnx, onnx-int8, openvino; ``auto`` where it resolves to one)
+also gets a "cold, model exported" run: the embedding cache emptied, the one-off export kept, as a
+model downloaded once is kept by ST's side.
 
     python benchmarks/mine_vs_st.py [--data ../shared/data/scifact] [--workdir /tmp/hardneg-bench]
 """
@@ -22,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXPORTED = ("onnx", "onnx-int8", "openvino")
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float]:
@@ -86,13 +90,22 @@ def main() -> None:
               "--max-depth", "50", "--quiet", "--overwrite"]
     st_cmd = [sys.executable, __file__, "--child", "st", "--data", str(args.data), "--cache", str(work / "st-cache"),
               "--out", str(work / "st-negatives.json")]
+    from hardneg.encoders import resolve_encoder
+
     results = {}
-    runs = []
+    runs: list[tuple[str, list[str], Path | None]] = []  # (label, command, cache to empty of embeddings first)
     for enc in args.encoders.split(","):
-        cmd = hn_cmd + ["--encoder", enc, "--cache-dir", str(work / f"hn-cache-{enc}")]
-        runs += [(f"hardneg {enc} cold", cmd + ["--out", str(work / f"run-{enc}-cold")]),
-                 (f"hardneg {enc} warm", cmd + ["--out", str(work / f"run-{enc}-warm")])]
-    for label, cmd in runs + [("st cold", st_cmd), ("st warm", st_cmd)]:
+        cache = work / f"hn-cache-{enc}"
+        cmd = hn_cmd + ["--encoder", enc, "--cache-dir", str(cache)]
+        runs.append((f"hardneg {enc} cold", cmd + ["--out", str(work / f"run-{enc}-cold")], None))
+        if resolve_encoder(enc, None) in EXPORTED:
+            runs.append((f"hardneg {enc} cold, model exported", cmd + ["--out", str(work / f"run-{enc}-exp")], cache))
+        runs.append((f"hardneg {enc} warm", cmd + ["--out", str(work / f"run-{enc}-warm")], None))
+    for label, cmd, empty in runs + [("st cold", st_cmd, None), ("st warm", st_cmd, None)]:
+        if empty is not None:
+            for sub in empty.iterdir():
+                if sub.is_dir() and sub.name != "onnx":  # the export folder stays; embeddings and searches go
+                    shutil.rmtree(sub)
         results[label] = run_measured(cmd)
         print(f"{label}: {results[label][0]:.1f} s, {results[label][1]:.0f} MB", flush=True)
 
@@ -107,9 +120,12 @@ def main() -> None:
     for enc in args.encoders.split(","):
         manifest = json.loads((work / f"run-{enc}-cold" / "manifest.json").read_text())
         print(f"\n**hardneg --encoder {enc}** (resolved: {manifest['teacher']['encoder']})")
-        for phase in ("cold", "warm"):
-            w = results[f"st {phase}"][0] / results[f"hardneg {enc} {phase}"][0]
-            m = results[f"hardneg {enc} {phase}"][1] / results[f"st {phase}"][1]
+        for phase in ("cold", "cold, model exported", "warm"):
+            if f"hardneg {enc} {phase}" not in results:
+                continue
+            st_phase = "warm" if phase == "warm" else "cold"
+            w = results[f"st {st_phase}"][0] / results[f"hardneg {enc} {phase}"][0]
+            m = results[f"hardneg {enc} {phase}"][1] / results[f"st {st_phase}"][1]
             print(f"- {phase}: hardneg is {w:.2f}x ST's speed; hardneg peak RSS = {m:.2f}x ST's")
         run = pq.read_table(work / f"run-{enc}-warm" / "negatives.parquet").to_pylist()
         hn = {r["query_id"]: set(r["negative_ids"]) for r in run}

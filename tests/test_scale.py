@@ -104,21 +104,23 @@ def test_killed_run_resumes_without_redoing_shards_and_gives_the_same_bytes(slic
 
 
 def test_onnx_encoders_agree_with_sentence_transformers(scifact_slice, tmp_path):
-    """The ONNX export (from the local folder) gives ST's embeddings; int8 stays close; bf16 too."""
+    """The ONNX export (from the local folder) gives ST's embeddings; int8 stays close; bf16 and
+    OpenVINO (bf16 on this CPU, fp16 weights) too, over texts of every length in uneven batches."""
     from hardneg.encoders import load_encoder
     from hardneg.fingerprint import resolve_model
 
     path = resolve_model(None)
     texts = list(scifact_slice.doc_texts[:24]) + list(scifact_slice.query_texts[:8])
-    common = {"device": None, "max_length": 128, "normalize": True, "batch_size": 8, "export_dir": tmp_path}
+    common = {"device": None, "max_length": 128, "normalize": True, "batch_size": 5, "export_dir": tmp_path}
     ref = load_encoder("torch", path, **common).encode(texts, "")
-    for kind, floor in (("onnx", 0.9999), ("onnx-int8", 0.95), ("bf16", 0.99)):
+    for kind, floor in (("onnx", 0.9999), ("onnx-int8", 0.95), ("bf16", 0.99), ("openvino", 0.99)):
         got = load_encoder(kind, path, **common).encode(texts, "")
         assert got.dtype == np.float32 and got.shape == ref.shape
         cos = (got * ref).sum(axis=1)
         assert cos.min() > floor, (kind, cos.min())
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert (tmp_path / "model.onnx").exists() and (tmp_path / "model-int8.onnx").exists()
+    assert sorted(p.name for p in (tmp_path / "openvino").iterdir()) == ["model.bin", "model.xml"]
 
 
 def test_ray_backend_gives_the_local_negatives(scifact_slice, tmp_path, monkeypatch):
@@ -166,3 +168,30 @@ def test_fp16_embeddings_halve_the_cache_and_keep_the_negatives(scifact_slice, t
     same = sum(x == y for x, y in zip(a.negatives.column("negative_ids").to_pylist(),
                                       b.negatives.column("negative_ids").to_pylist()))
     assert same >= 0.9 * a.negatives.num_rows
+
+
+def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monkeypatch, static_model):
+    """``auto``: OpenVINO, else torch bf16, on a CPU with native bf16; fp32 torch on other CPUs and on a
+    GPU; torch bf16 for a model OpenVINO cannot take. Deciding imports neither torch nor openvino."""
+    import importlib.util
+
+    from hardneg import encoders
+    from hardneg.fingerprint import default_model_path
+
+    installed = {"openvino"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    monkeypatch.setattr(encoders, "cpu_bf16", lambda: True)
+    assert encoders.resolve_encoder("auto", "cpu") == "openvino"
+    assert encoders.resolve_encoder("auto", "cpu", default_model_path()) == "openvino"
+    assert encoders.resolve_encoder("auto", "cpu", static_model) == "bf16"  # StaticEmbedding: no transformer
+    assert encoders.resolve_encoder("auto", "cuda") == "torch"
+    installed.clear()
+    assert encoders.resolve_encoder("auto", "cpu") == "bf16"
+    monkeypatch.setattr(encoders, "cpu_bf16", lambda: False)
+    assert encoders.resolve_encoder("auto", "cpu") == "torch"
+    assert encoders.resolve_encoder("onnx-int8", "cpu") == "onnx-int8"
+    with pytest.raises(encoders.ConfigError, match="unknown encoder"):
+        encoders.resolve_encoder("tensorrt", "cpu")
+    code = ("import sys; from hardneg.encoders import resolve_encoder; print(resolve_encoder('auto', None)); "
+            "assert not {'torch', 'openvino', 'onnxruntime'} & set(sys.modules), 'imported to decide'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -73,8 +73,9 @@ DPromptOpt = Annotated[str | None, Opt(help="prompt prepended to documents (dens
 MaxLenOpt = Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")]
 BatchOpt = Annotated[int | None, Opt(help="encoding batch size [default: 32]")]
 DeviceOpt = Annotated[str | None, Opt(help="torch device [default: auto]")]
-EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (bf16 on a CPU with native bf16, else "
-                                       "torch fp32) | torch | bf16 | onnx | onnx-int8 [default: auto]")]
+EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (on a CPU with native bf16: openvino if "
+                                       "installed, else bf16; elsewhere torch fp32) | torch | bf16 | onnx | "
+                                       "onnx-int8 | openvino [default: auto]")]
 BackendOpt = Annotated[str | None, Opt(help="local | ray | ray:ADDRESS (an existing cluster) [default: local]")]
 QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candidates closer to a positive than this "
                                           "quantile of positive-to-positive cosines [default: 0.2]")]

@@ -66,8 +66,8 @@ class MineConfig(BaseModel):
     max_length: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     device: str | None = None
-    encoder: str = Field("auto", description="dense encoder: auto (bf16 on a CPU with native bf16, else torch) | torch | "
-                         "bf16 | onnx | onnx-int8")
+    encoder: str = Field("auto", description="dense encoder: auto (on a CPU with native bf16: openvino if installed, "
+                         "else bf16; elsewhere torch) | torch | bf16 | onnx | onnx-int8 | openvino")
     embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 or fp16")
     backend: str = Field("local", description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
     strict: bool = False

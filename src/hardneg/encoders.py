@@ -3,16 +3,24 @@
 - ``torch``: sentence-transformers in fp32 (the reference);
 - ``bf16``: the same model cast to bfloat16 (native on CPUs with AVX512-BF16/AMX and on GPUs);
 - ``onnx`` / ``onnx-int8``: the transformer exported with ``torch.onnx`` (once, into the cache, no
-  download) and run by onnxruntime, fp32 or with int8 dynamic quantisation of its MatMuls. This path
-  imports neither torch nor sentence-transformers once the export exists, so start-up stays lean.
+  download) and run by onnxruntime, fp32 or with int8 dynamic quantisation of its MatMuls;
+- ``openvino``: the transformer converted by OpenVINO from the local torch model (once, into the cache,
+  fp16 weights) and run by OpenVINO's CPU plugin, in bf16 where the CPU has it natively.
+The exported paths import neither torch nor sentence-transformers once the export exists, so start-up
+and memory stay lean.
 
-``auto`` picks ``bf16`` on a CPU that runs it natively and ``torch`` elsewhere, a GPU included (see
-docs/benchmarks.md for the measured speed and nDCG@10 of each)."""
+``auto`` picks ``openvino`` (when installed) or else ``bf16`` on a CPU that runs bf16 natively, and
+``torch`` elsewhere, a GPU included (see docs/benchmarks.md for the measured speed, peak memory and
+nDCG@10 of each)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +29,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-ENCODERS = ("auto", "torch", "bf16", "onnx", "onnx-int8")
+ENCODERS = ("auto", "torch", "bf16", "onnx", "onnx-int8", "openvino")
 EncodeFn = Callable[[list[str]], np.ndarray]
 
 
@@ -34,16 +42,32 @@ def cpu_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def resolve_encoder(kind: str, device: str | None) -> str:
-    """The concrete encoder for ``kind`` on this machine. ``auto`` is bf16 only for CPU encoding on a
-    CPU with native bf16 (2.45x faster there); on a GPU it is fp32 torch, because bf16 was slower on an
-    H200 (MiniLM is not compute-bound there) and changed more negatives. Deciding needs no torch import."""
+def resolve_encoder(kind: str, device: str | None, model_path: str | Path | None = None) -> str:
+    """The concrete encoder for ``kind`` on this machine. ``auto`` uses bf16 only for CPU encoding on a
+    CPU with native bf16: through OpenVINO when it is installed (faster than torch there and under half
+    its memory), else torch bf16; on a GPU it is fp32 torch, because bf16 was slower on an H200 (MiniLM is
+    not compute-bound there) and changed more negatives. A model that OpenVINO cannot take from its
+    folder (see :func:`graph_ready`) gets torch bf16. Deciding imports nothing."""
     if kind not in ENCODERS:
         raise ConfigError(f"unknown encoder '{kind}' (use {', '.join(ENCODERS)})")
     if kind == "auto":
         on_cpu = device == "cpu" or (device is None and not Path("/proc/driver/nvidia/gpus").exists())
-        return "bf16" if on_cpu and cpu_bf16() else "torch"
+        if not (on_cpu and cpu_bf16()):
+            return "torch"
+        if importlib.util.find_spec("openvino") is None or (model_path is not None and not graph_ready(model_path)):
+            return "bf16"
+        return "openvino"
     return kind
+
+
+def graph_ready(model_path: str | Path) -> bool:
+    """Whether the exported encoders can run this model folder: Transformer, Pooling[, Normalize]
+    modules and a fast tokenizer (``tokenizer.json``)."""
+    try:
+        _st_layout(Path(model_path))
+    except (ConfigError, OSError, ValueError, IndexError):
+        return False
+    return (Path(model_path) / "tokenizer.json").exists()
 
 
 class STEncoder:
@@ -89,6 +113,29 @@ def _st_layout(model_path: Path) -> dict[str, Any]:
     return {"pooling": modes[0], "normalize": "Normalize" in kinds}
 
 
+def _export_body(model_path: Path) -> tuple[Any, dict[str, Any]]:
+    """The transformer as a module taking (input_ids, attention_mask[, token_type_ids]) and returning
+    ``last_hidden_state``, with a sample batch to trace it. Imports torch."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(str(model_path)).eval()
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    batch = tok(["hardneg export", "a second, longer sample sentence"], padding=True, return_tensors="pt")
+    sample = {n: batch[n] for n in ("input_ids", "attention_mask", "token_type_ids") if n in batch}
+
+    class Body(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+    return Body(), sample
+
+
 def export_onnx(model_path: Path, folder: Path, int8: bool) -> Path:
     """Export the transformer to ``folder/model.onnx`` (and an int8 copy), atomically, once."""
     target = folder / ("model-int8.onnx" if int8 else "model.onnx")
@@ -98,24 +145,12 @@ def export_onnx(model_path: Path, folder: Path, int8: bool) -> Path:
     fp32 = folder / "model.onnx"
     if not fp32.exists():
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(str(model_path)).eval()
-        tok = AutoTokenizer.from_pretrained(str(model_path))
-        sample = tok(["hardneg export", "a second, longer sample sentence"], padding=True, return_tensors="pt")
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-
-        class Body(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, *args: Any) -> Any:
-                return self.model(**dict(zip(names, args))).last_hidden_state
-
+        body, sample = _export_body(model_path)
+        names = list(sample)
         tmp = folder / f".model.onnx.{os.getpid()}.tmp"
         axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
-        torch.onnx.export(Body(), tuple(sample[n] for n in names), str(tmp), input_names=names,
+        torch.onnx.export(body, tuple(sample.values()), str(tmp), input_names=names,
                           output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
         os.replace(tmp, fp32)
     if int8:
@@ -129,26 +164,46 @@ def export_onnx(model_path: Path, folder: Path, int8: bool) -> Path:
     return target
 
 
-class OnnxEncoder:
-    """The exported transformer in onnxruntime, with the tokenizer and pooling of the model folder."""
+def export_openvino(model_path: Path, folder: Path) -> Path:
+    """Convert the transformer with OpenVINO into ``folder/openvino/model.xml`` (fp16 weights, dynamic
+    batch and length), once; the folder is renamed into place whole, so a killed export leaves nothing."""
+    target = folder / "openvino" / "model.xml"
+    if target.exists():
+        return target
+    import openvino as ov
+    import torch
 
-    def __init__(self, model_path: str | Path, int8: bool, export_dir: Path, max_length: int | None,
-                 normalize: bool, batch_size: int, threads: int | None = None):
-        import onnxruntime as ort
+    folder.mkdir(parents=True, exist_ok=True)
+    body, sample = _export_body(model_path)
+    with torch.no_grad():
+        graph = ov.convert_model(body, example_input=sample)
+    tmp = folder / f".openvino.{os.getpid()}.tmp"
+    ov.save_model(graph, str(tmp / "model.xml"), compress_to_fp16=True)
+    try:
+        os.replace(tmp, target.parent)
+    except OSError:  # another process finished the same export first
+        if not target.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class GraphEncoder:
+    """Tokenizer, batching and pooling of an ST model folder around an exported transformer graph;
+    subclasses run the graph (``_hidden``: token features of one batch)."""
+
+    def __init__(self, model_path: Path, max_length: int | None, normalize: bool, batch_size: int):
         from tokenizers import Tokenizer
 
-        model_path = Path(model_path)
         self.layout = _st_layout(model_path)
-        onnx_file = export_onnx(model_path, export_dir, int8)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
         self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self.tokenizer.enable_truncation(int(max_length or 512))
         pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         self.tokenizer.enable_padding(pad_id=pad_id)
         self.normalize, self.batch_size = normalize, batch_size
+
+    def _hidden(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
     def encode(self, texts: list[str], prompt: str = "") -> np.ndarray:
         out = []
@@ -158,12 +213,61 @@ class OnnxEncoder:
             feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                      "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
                      "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
-            hidden = self.session.run(None, {k: feeds[k] for k in self.inputs})[0]
+            hidden = self._hidden(feeds)
             out.append(_pool(hidden, feeds["attention_mask"], self.layout["pooling"]))
         emb = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
         if self.normalize:
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return emb.astype(np.float32)
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+class OnnxEncoder(GraphEncoder):
+    """The exported transformer in onnxruntime (fp32 or int8)."""
+
+    def __init__(self, model_path: str | Path, int8: bool, export_dir: Path, max_length: int | None,
+                 normalize: bool, batch_size: int, threads: int | None = None):
+        import onnxruntime as ort
+
+        model_path = Path(model_path)
+        super().__init__(model_path, max_length, normalize, batch_size)
+        onnx_file = export_onnx(model_path, export_dir, int8)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or _threads()
+        self.session = ort.InferenceSession(str(onnx_file), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def _hidden(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {k: feeds[k] for k in self.inputs})[0]
+
+
+class OpenVinoEncoder(GraphEncoder):
+    """The converted transformer in OpenVINO's CPU plugin, bf16 where the CPU has it natively. Requests
+    hold at most 8 texts: as fast as 32 on the measured CPU, at about half the peak memory."""
+
+    def __init__(self, model_path: str | Path, export_dir: Path, max_length: int | None, normalize: bool,
+                 batch_size: int, threads: int | None = None):
+        import openvino as ov
+
+        model_path = Path(model_path)
+        super().__init__(model_path, max_length, normalize, min(batch_size, 8))
+        xml = export_dir / "openvino" / "model.xml"
+        if not xml.exists():  # in a child process, so that this one never imports torch
+            cmd = [sys.executable, "-m", "hardneg.encoders", "openvino", str(model_path), str(export_dir)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise ConfigError(f"{model_path}: OpenVINO export failed (use --encoder bf16):\n{done.stderr[-2000:]}")
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if cpu_bf16() else "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads or _threads()}
+        self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.inputs = [i.get_any_name() for i in self.compiled.inputs]
+
+    def _hidden(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.request.infer({k: feeds[k] for k in self.inputs})[self.compiled.outputs[0]]
 
 
 def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
@@ -179,10 +283,18 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 
 
 def load_encoder(kind: str, model_path: str | Path, *, device: str | None, max_length: int | None,
-                 normalize: bool, batch_size: int, export_dir: Path) -> STEncoder | OnnxEncoder:
+                 normalize: bool, batch_size: int, export_dir: Path) -> STEncoder | GraphEncoder:
     """An encoder of a resolved ``kind`` (see :func:`resolve_encoder`)."""
-    if kind in ("onnx", "onnx-int8"):
+    if kind in ("onnx", "onnx-int8", "openvino"):
         if device not in (None, "cpu"):
             raise ConfigError(f"encoder '{kind}' runs on CPU only; use --encoder torch or bf16 on '{device}'")
+        if kind == "openvino":
+            return OpenVinoEncoder(model_path, export_dir, max_length, normalize, batch_size)
         return OnnxEncoder(model_path, kind == "onnx-int8", export_dir, max_length, normalize, batch_size)
     return STEncoder(model_path, kind, device, max_length, normalize, batch_size)
+
+
+if __name__ == "__main__":  # python -m hardneg.encoders openvino MODEL_DIR EXPORT_DIR
+    if sys.argv[1:2] != ["openvino"] or len(sys.argv) != 4:
+        raise SystemExit("usage: python -m hardneg.encoders openvino MODEL_DIR EXPORT_DIR")
+    export_openvino(Path(sys.argv[2]), Path(sys.argv[3]))

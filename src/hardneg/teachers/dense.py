@@ -47,7 +47,8 @@ class DenseTeacher(Teacher):
         self.model_spec, self.query_prompt, self.doc_prompt = model, query_prompt, doc_prompt
         self.max_length, self.normalize, self.batch_size = max_length, normalize, batch_size
         self.search_kind, self.device, self.name, self.seed = search, device, name, seed
-        self.encoder = resolve_encoder(encoder, device)
+        self.encoder_spec = encoder
+        self.encoder = resolve_encoder(encoder, device)  # refined by resolve(), which knows the model folder
         if embedding_dtype not in DTYPES:
             raise ValueError(f"unknown embedding dtype '{embedding_dtype}' (use {', '.join(DTYPES)})")
         self.embedding_dtype = embedding_dtype
@@ -73,6 +74,7 @@ class DenseTeacher(Teacher):
             self.max_length = cfg["max_seq_length"]
         if self.normalize is None:
             self.normalize = bool(cfg["normalize_module"]) or cfg["similarity_fn_name"] in (None, "cosine")
+        self.encoder = resolve_encoder(self.encoder_spec, self.device, self.model_path)
         self.model_fingerprint = folder_fingerprint(self.model_path, cache.root)
         # What an embedding depends on besides its text and prompt.
         self._encoder_fp = settings_key("dense", self.model_fingerprint, self.max_length, self.normalize,
