@@ -200,7 +200,7 @@ class GraphEncoder:
         self.tokenizer.enable_truncation(int(max_length or 512))
         pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         # Lengths padded to a multiple of 16: few distinct shapes, so the runtimes' per-shape kernel caches and
-        # arenas stay small (OpenVINO grew ~200 MB over SciFact's short texts without it).
+        # arenas stay small (without it OpenVINO grew ~100 MB over SciFact's short texts).
         self.tokenizer.enable_padding(pad_id=pad_id, pad_to_multiple_of=16)
         self.normalize, self.batch_size = normalize, batch_size
 
