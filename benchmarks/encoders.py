@@ -30,6 +30,7 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from hardneg import load
+    from hardneg.encoders import EXPORTED, export_graph
     from hardneg.evaluate import evaluate
     from hardneg.fingerprint import resolve_model
 
@@ -42,13 +43,11 @@ def main() -> None:
     rows = []
     for enc in args.encoders.split(","):
         cache = Path(tempfile.mkdtemp(prefix=f"hn-enc-{enc}-"))
-        if enc in ("onnx", "onnx-int8", "openvino"):  # the one-off export is not encoding time: do it first
-            from hardneg.encoders import export_onnx, export_openvino
+        if enc in EXPORTED:  # the one-off export is not encoding time: do it first
             from hardneg.fingerprint import folder_fingerprint
 
             model = Path(resolve_model(None))
-            folder = cache / "onnx" / folder_fingerprint(model, cache)
-            export_openvino(model, folder) if enc == "openvino" else export_onnx(model, folder, enc == "onnx-int8")
+            export_graph(enc, model, cache / "onnx" / folder_fingerprint(model, cache))
         t = time.perf_counter()
         res = evaluate(args.data, "test", encoder=enc, cache_dir=str(cache), batch_size=32)
         wall = time.perf_counter() - t

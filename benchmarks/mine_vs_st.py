@@ -25,7 +25,6 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPORTED = ("onnx", "onnx-int8", "openvino")
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float]:
@@ -90,7 +89,7 @@ def main() -> None:
               "--max-depth", "50", "--quiet", "--overwrite"]
     st_cmd = [sys.executable, __file__, "--child", "st", "--data", str(args.data), "--cache", str(work / "st-cache"),
               "--out", str(work / "st-negatives.json")]
-    from hardneg.encoders import resolve_encoder
+    from hardneg.encoders import EXPORTED, resolve_encoder
 
     results = {}
     runs: list[tuple[str, list[str], Path | None]] = []  # (label, command, cache to empty of embeddings first)

@@ -30,6 +30,7 @@ import numpy as np
 from .errors import ConfigError
 
 ENCODERS = ("auto", "torch", "bf16", "onnx", "onnx-int8", "openvino")
+EXPORTED = ("onnx", "onnx-int8", "openvino")  # encoders that run a graph exported once into the cache
 EncodeFn = Callable[[list[str]], np.ndarray]
 
 
@@ -167,7 +168,7 @@ def export_onnx(model_path: Path, folder: Path, int8: bool) -> Path:
 def export_openvino(model_path: Path, folder: Path) -> Path:
     """Convert the transformer with OpenVINO into ``folder/openvino/model.xml`` (fp16 weights, dynamic
     batch and length), once; the folder is renamed into place whole, so a killed export leaves nothing."""
-    target = folder / "openvino" / "model.xml"
+    target = _openvino_xml(folder)
     if target.exists():
         return target
     import openvino as ov
@@ -186,6 +187,17 @@ def export_openvino(model_path: Path, folder: Path) -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _openvino_xml(folder: Path) -> Path:
+    return folder / "openvino" / "model.xml"
+
+
+def export_graph(kind: str, model_path: Path, folder: Path) -> Path:
+    """The exported graph of an :data:`EXPORTED` encoder, made now if missing (in this process)."""
+    if kind == "openvino":
+        return export_openvino(model_path, folder)
+    return export_onnx(model_path, folder, int8=kind == "onnx-int8")
 
 
 class GraphEncoder:
@@ -256,7 +268,7 @@ class OpenVinoEncoder(GraphEncoder):
 
         model_path = Path(model_path)
         super().__init__(model_path, max_length, normalize, min(batch_size, 8))
-        xml = export_dir / "openvino" / "model.xml"
+        xml = _openvino_xml(export_dir)
         if not xml.exists():  # in a child process, so that this one never imports torch
             cmd = [sys.executable, "-m", "hardneg.encoders", "openvino", str(model_path), str(export_dir)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -287,7 +299,7 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 def load_encoder(kind: str, model_path: str | Path, *, device: str | None, max_length: int | None,
                  normalize: bool, batch_size: int, export_dir: Path) -> STEncoder | GraphEncoder:
     """An encoder of a resolved ``kind`` (see :func:`resolve_encoder`)."""
-    if kind in ("onnx", "onnx-int8", "openvino"):
+    if kind in EXPORTED:
         if device not in (None, "cpu"):
             raise ConfigError(f"encoder '{kind}' runs on CPU only; use --encoder torch or bf16 on '{device}'")
         if kind == "openvino":
