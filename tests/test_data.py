@@ -172,3 +172,60 @@ def test_slice_is_consistent(scifact_slice):
     assert col.judged_queries().size == 30
     assert col.qrels.doc_idx.max() < col.num_docs
     assert list(col.doc_ids) == sorted(col.doc_ids)
+
+
+# Every reader: a byte that is not UTF-8 names the file, the line and the column (in characters),
+# never a bare UnicodeDecodeError. name -> (file, its bytes, --corpus file or None, expected message)
+BAD_BYTE = b"caf\xe9"
+UTF8_CASES = {
+    "queries jsonl": ("queries.jsonl", b'{"_id": "q1", "text": "alpha?"}\n{"_id": "q2", "text": "\xc3\xa9' + BAD_BYTE
+                      + b'"}\n', None, r"queries\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 28\)"),
+    "qrels tsv": ("qrels/train.tsv", b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\t" + BAD_BYTE + b"\t1\n", None,
+                  r"train\.tsv:3: not valid UTF-8 \(byte 0xe9 at column 7\)"),
+    "pairs json": ("p.json", b'[{"query": "x", "positive": "y"},\n {"query": "' + BAD_BYTE + b'", "positive": "z"}]',
+                   None, r"p\.json:2: not valid UTF-8 \(byte 0xe9 at column 16\)"),
+    "pairs jsonl": ("p.jsonl", b'{"query": "x", "positive": "y"}\n\n{"query": "' + BAD_BYTE + b'", "positive": "z"}\n',
+                    None, r"p\.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 15\)"),
+    "pairs csv": ("p.csv", b"query,positive\nx,y\n" + BAD_BYTE + b",z\n", None,
+                  r"p\.csv:3: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    "pairs tsv": ("p.tsv", b"query\tpositive\nx\ty\nz\t" + BAD_BYTE + b"\n", None,
+                  r"p\.tsv:3: not valid UTF-8 \(byte 0xe9 at column 6\)"),
+    "corpus txt": ("extra.txt", b"one document\n" + BAD_BYTE + b"\n", "extra.txt",
+                   r"extra\.txt:2: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    "corpus jsonl": ("extra.jsonl", b'{"text": "' + BAD_BYTE + b'"}\n', "extra.jsonl",
+                     r"extra\.jsonl:1: not valid UTF-8 \(byte 0xe9 at column 14\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UTF8_CASES))
+def test_not_utf8_names_file_line_and_column(tmp_path, case):
+    name, data, corpus, pattern = UTF8_CASES[case]
+    root = write_beir(tmp_path / "beir", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    (tmp_path / "p.jsonl").write_text('{"query": "x", "positive": "y"}\n')
+    target = (root if name.startswith(("queries", "qrels")) else tmp_path) / name
+    target.write_bytes(data)
+    dataset = root if target.is_relative_to(root) else tmp_path / ("p.jsonl" if corpus else name)
+    with pytest.raises(DataError, match=pattern):
+        hardneg.load(dataset, "train", corpus=tmp_path / corpus if corpus else None)
+
+
+def _parquet_strings(values: list[bytes], binary: bool) -> pa.Array:
+    """A string (or binary) array holding these bytes as they are: a writer that does not check
+    UTF-8 can produce a string column like this."""
+    offsets = np.cumsum([0] + [len(v) for v in values]).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary() if binary else pa.string(), len(values),
+                                 [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))])
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary column", "string column"])
+def test_parquet_not_utf8_names_row_and_column(tmp_path, binary):
+    good = [b"alpha is a letter", b"beta follows"]
+    queries = _parquet_strings([b"what is alpha", b"beta?"], binary)
+    pq.write_table(pa.table({"query": queries, "positive": _parquet_strings(good, binary)}), tmp_path / "ok.parquet")
+    col = hardneg.load(tmp_path / "ok.parquet")  # binary text columns that are UTF-8 load as text
+    assert sorted(col.doc_texts) == ["alpha is a letter", "beta follows"]
+    bad = _parquet_strings([b"alpha is a letter", b"b\xc3\xa9ta " + BAD_BYTE], binary)
+    pq.write_table(pa.table({"query": queries, "positive": bad}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad\.parquet: row 2: field 'positive': not valid UTF-8 "
+                                        r"\(byte 0xe9 at column 9\)"):
+        hardneg.load(tmp_path / "bad.parquet")

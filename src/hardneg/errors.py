@@ -10,10 +10,13 @@ class HardnegError(Exception):
 class DataError(HardnegError):
     """Bad input data. The message names the file, the line or row, and the field."""
 
-    def __init__(self, path: object, problem: str, line: int | None = None, field: str | None = None):
+    def __init__(self, path: object, problem: str, line: int | None = None, field: str | None = None,
+                 row: int | None = None):
         where = str(path)
         if line is not None:
             where += f":{line}"
+        if row is not None:  # a row of a columnar file (parquet), numbered from 1
+            where += f": row {row}"
         if field is not None:
             where += f": field '{field}'"
         super().__init__(f"{where}: {problem}")
