@@ -34,6 +34,7 @@ def test_cranfield_graded_and_empty_docs():
     assert set(np.unique(col.qrels.grade)) <= {0, 1, 2, 3, 4}
     assert any("995" in n for n in col.notes)
     assert col.source["counts"]["empty_docs_skipped"] == 2
+    assert len(col.warnings) == 1 and "2 empty document(s) skipped" in col.warnings[0]
     with pytest.raises(DataError, match=r"corpus.jsonl:\d+: field 'text'.*empty"):
         hardneg.load(shared("cranfield"), "test", strict=True)
 
@@ -50,6 +51,38 @@ GOOD_CORPUS = ['{"_id": "d1", "title": "t", "text": "alpha beta"}', '{"_id": "d2
                '{"_id": "d3", "text": "epsilon"}']
 GOOD_QUERIES = ['{"_id": "q1", "text": "alpha?"}', '{"_id": "q2", "text": "gamma?"}']
 GOOD_QRELS = ["q1\td1\t1", "q2\td2\t2", "q2\td3\t0"]
+
+
+def test_mine_warns_and_keeps_warnings_in_the_manifest(tmp_path):
+    """API users still get warnings.warn; the run's manifest keeps them, also for a collection that
+    was loaded (and warned about) before mine() was called."""
+    root = write_beir(tmp_path, GOOD_CORPUS + ['{"_id": "d4", "text": ""}'], GOOD_QUERIES, GOOD_QRELS)
+    with pytest.warns(UserWarning, match=r"corpus\.jsonl:4: field 'text': 1 empty document"):
+        run = hardneg.mine(root, teacher="bm25", num_negatives=1, cache_dir=str(tmp_path / "cache"))
+    assert len(run.manifest["warnings"]) == 1 and "'d4'" in run.manifest["warnings"][0]
+    with pytest.warns(UserWarning):
+        col = hardneg.load(root)
+    run = hardneg.mine(col, teacher="bm25", num_negatives=1, cache_dir=str(tmp_path / "cache"))
+    assert run.manifest["warnings"] == col.warnings
+
+
+def _warn_ours_twice_and_theirs() -> list[str]:
+    import warnings
+
+    from hardneg.errors import HardnegWarning, kept_warnings
+
+    with kept_warnings() as kept:
+        for _ in range(2):  # a repeat is kept too (the default filter would show it once)
+            warnings.warn("ours", HardnegWarning, stacklevel=1)
+        warnings.warn("theirs", FutureWarning, stacklevel=1)
+    return kept
+
+
+def test_kept_warnings_records_ours_and_passes_all_on():
+    with pytest.warns(Warning) as seen:
+        kept = _warn_ours_twice_and_theirs()
+    assert kept == ["ours", "ours"]
+    assert [str(w.message) for w in seen] == ["ours", "ours", "theirs"]
 
 
 def test_small_beir_loads(tmp_path):

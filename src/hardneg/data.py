@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, HardnegWarning
 from .io import sha256_file, sha256_texts
 
 QUERY_COLUMNS = ("query", "anchor", "question", "queries")
@@ -43,7 +43,8 @@ class Qrels:
 
 @dataclass
 class Collection:
-    """A corpus, its queries and qrels; ids sorted, texts aligned with ids."""
+    """A corpus, its queries and qrels; ids sorted, texts aligned with ids. ``warnings`` are what the
+    loader warned about (a run keeps them in its manifest); ``notes`` are the details behind them."""
 
     doc_ids: np.ndarray
     doc_texts: list[str]
@@ -52,6 +53,7 @@ class Collection:
     qrels: Qrels
     source: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_docs(self) -> int:
@@ -109,7 +111,7 @@ class Collection:
         source["slice"] = {"num_queries": int(num_queries), "extra_docs": int(extra_docs), "seed": seed}
         return Collection(self.doc_ids[keep_docs], [self.doc_texts[i] for i in keep_docs],
                           self.query_ids[judged], [self.query_texts[i] for i in judged], qr,
-                          source, list(self.notes))
+                          source, list(self.notes), list(self.warnings))
 
 
     def holdout(self, num_queries: int, seed: int = 0, part: str = "fit") -> Collection:
@@ -130,7 +132,8 @@ class Collection:
         source = {k: v for k, v in self.source.items() if k != "_queries_fp"}
         source["holdout"] = {"num_queries": int(num_queries), "seed": seed, "part": part}
         return Collection(self.doc_ids, self.doc_texts, self.query_ids[keep],
-                          [self.query_texts[i] for i in keep], qr, source, list(self.notes))
+                          [self.query_texts[i] for i in keep], qr, source, list(self.notes),
+                          list(self.warnings))
 
 
 def save_beir(collection: Collection, path: str | Path, split: str = "train") -> Path:
@@ -331,6 +334,7 @@ class _Builder:
         self.qrels: dict[tuple[str, str], int] = {}
         self.empty_docs: dict[str, tuple[str, int]] = {}
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.strict = strict
 
     def add_doc(self, doc_id: str, title: str, text: str, path: object, line: int,
@@ -383,11 +387,11 @@ class _Builder:
         if not self.docs:
             raise DataError(source.get("path", "<input>"), "the corpus has no non-empty documents")
         if self.empty_docs:
-            first = next(iter(self.empty_docs.items()))
-            msg = (f"{len(self.empty_docs)} empty document(s) skipped, first '{first[0]}' at "
-                   f"{first[1][0]}:{first[1][1]}")
-            self.notes.insert(0, msg)
-            warnings.warn(msg, stacklevel=3)
+            doc_id, (path, line) = next(iter(self.empty_docs.items()))
+            self.warnings.append(f"{path}:{line}: field 'text': {len(self.empty_docs)} empty document(s) "
+                                 f"skipped, the first is '{doc_id}' (--strict makes them an error)")
+        for msg in self.warnings:
+            warnings.warn(msg, HardnegWarning, stacklevel=3)
         doc_ids = np.array(sorted(self.docs), dtype=object)
         query_ids = np.array(sorted(self.queries), dtype=object)
         dmap = {d: i for i, d in enumerate(doc_ids)}
@@ -405,7 +409,8 @@ class _Builder:
                             "qrels": int(qi.size), "positives": int((gr > 0).sum()),
                             "empty_docs_skipped": len(self.empty_docs)}
         return Collection(doc_ids, [self.docs[d] for d in doc_ids], query_ids,
-                          [self.queries[q] for q in query_ids], Qrels(qi, di, gr), source, self.notes)
+                          [self.queries[q] for q in query_ids], Qrels(qi, di, gr), source, self.notes,
+                          self.warnings)
 
 
 def _add_corpus(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: object) -> None:
