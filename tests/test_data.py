@@ -163,7 +163,7 @@ def test_pairs_errors(tmp_path):
     with pytest.raises(DataError, match=r"a\.jsonl:2: field 'positive': expected a string or a list"):
         hardneg.load(tmp_path / "a.jsonl")
     (tmp_path / "b.jsonl").write_text('{"q": "x", "positive": "y"}\n')
-    with pytest.raises(DataError, match=r"b\.jsonl: no query column found"):
+    with pytest.raises(DataError, match=r"b\.jsonl:1: no query column found"):
         hardneg.load(tmp_path / "b.jsonl")
     (tmp_path / "c.csv").write_text("query,positive\nx,y\n  ,z\n")
     with pytest.raises(DataError, match=r"c\.csv:3: field 'query': empty query text"):

@@ -498,17 +498,17 @@ def _text_id(prefix: str, text: str) -> str:
 
 
 def _pick_column(columns: Iterable[str], wanted: str | None, candidates: Sequence[str], path: object,
-                 what: str) -> str:
+                 what: str, line: int | None = None) -> str:
     cols = list(columns)
     if wanted is not None:
         if wanted not in cols:
-            raise DataError(path, f"no {what} column '{wanted}' (columns: {', '.join(cols)})")
+            raise DataError(path, f"no {what} column '{wanted}' (columns: {', '.join(cols)})", line)
         return wanted
     for c in candidates:
         if c in cols:
             return c
     raise DataError(path, f"no {what} column found (looked for {', '.join(candidates)}; "
-                          f"columns: {', '.join(cols)}); name it explicitly")
+                          f"columns: {', '.join(cols)}); name it explicitly", line)
 
 
 def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: object,
@@ -516,8 +516,8 @@ def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: ob
     qcol = pcol = None
     for line, rec in rows:
         if qcol is None:
-            qcol = _pick_column(rec.keys(), query_column, QUERY_COLUMNS, path, "query")
-            pcol = _pick_column(rec.keys(), positive_column, POSITIVE_COLUMNS, path, "positive")
+            qcol = _pick_column(rec.keys(), query_column, QUERY_COLUMNS, path, "query", line)
+            pcol = _pick_column(rec.keys(), positive_column, POSITIVE_COLUMNS, path, "positive", line)
         assert pcol is not None
         query = _field_str(rec, qcol, path, line)
         if not query.strip():
