@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from typer.testing import CliRunner
 
 from hardneg.cli import app
@@ -109,3 +111,27 @@ def test_export_command(slice_dir, cache_dir, tmp_path):
     code, text = invoke("export", str(out), "--format", "bogus", "--out", str(tmp_path / "x"))
     assert code == 2 and "unknown format" in text
     assert Path(tmp_path / "x").exists() is False
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_outputs_get_the_users_file_mode(tmp_path, umask):
+    """Every output a user may share gets the mode of any new file of theirs (0666 / 0777 less the
+    umask): mkstemp's private 0600 must not leak through the atomic rename (manifest.json did)."""
+    from tests.test_data import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, write_beir
+
+    root = write_beir(tmp_path / "data", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    out = tmp_path / "outputs"
+    old = os.umask(umask)
+    try:
+        code, text = invoke("mine", "--dataset", str(root), "--teacher", "bm25", "--num-negatives", "1",
+                            "--out", str(out / "run"), "--cache-dir", str(tmp_path / "cache"), "--quiet")
+        assert code == 0, text
+        for fmt, name in (("triplet", "t.jsonl"), ("n-tuple", "t.parquet"), ("tevatron", "tev")):
+            code, text = invoke("export", str(out / "run"), "--format", fmt, "--out", str(out / name))
+            assert code == 0, text
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    want = {p: (0o777 if (out / p).is_dir() else 0o666) & ~umask for p in modes}
+    assert {p: oct(m) for p, m in modes.items()} == {p: oct(m) for p, m in want.items()}
+    assert {"run/manifest.json", "run/negatives.parquet", "t.jsonl", "tev/train.jsonl"} <= set(modes)

@@ -34,6 +34,7 @@ def test_cranfield_graded_and_empty_docs():
     assert set(np.unique(col.qrels.grade)) <= {0, 1, 2, 3, 4}
     assert any("995" in n for n in col.notes)
     assert col.source["counts"]["empty_docs_skipped"] == 2
+    assert len(col.warnings) == 1 and "2 empty document(s) skipped" in col.warnings[0]
     with pytest.raises(DataError, match=r"corpus.jsonl:\d+: field 'text'.*empty"):
         hardneg.load(shared("cranfield"), "test", strict=True)
 
@@ -50,6 +51,38 @@ GOOD_CORPUS = ['{"_id": "d1", "title": "t", "text": "alpha beta"}', '{"_id": "d2
                '{"_id": "d3", "text": "epsilon"}']
 GOOD_QUERIES = ['{"_id": "q1", "text": "alpha?"}', '{"_id": "q2", "text": "gamma?"}']
 GOOD_QRELS = ["q1\td1\t1", "q2\td2\t2", "q2\td3\t0"]
+
+
+def test_mine_warns_and_keeps_warnings_in_the_manifest(tmp_path):
+    """API users still get warnings.warn; the run's manifest keeps them, also for a collection that
+    was loaded (and warned about) before mine() was called."""
+    root = write_beir(tmp_path, GOOD_CORPUS + ['{"_id": "d4", "text": ""}'], GOOD_QUERIES, GOOD_QRELS)
+    with pytest.warns(UserWarning, match=r"corpus\.jsonl:4: field 'text': 1 empty document"):
+        run = hardneg.mine(root, teacher="bm25", num_negatives=1, cache_dir=str(tmp_path / "cache"))
+    assert len(run.manifest["warnings"]) == 1 and "'d4'" in run.manifest["warnings"][0]
+    with pytest.warns(UserWarning):
+        col = hardneg.load(root)
+    run = hardneg.mine(col, teacher="bm25", num_negatives=1, cache_dir=str(tmp_path / "cache"))
+    assert run.manifest["warnings"] == col.warnings
+
+
+def _warn_ours_twice_and_theirs() -> list[str]:
+    import warnings
+
+    from hardneg.errors import HardnegWarning, kept_warnings
+
+    with kept_warnings() as kept:
+        for _ in range(2):  # a repeat is kept too (the default filter would show it once)
+            warnings.warn("ours", HardnegWarning, stacklevel=1)
+        warnings.warn("theirs", FutureWarning, stacklevel=1)
+    return kept
+
+
+def test_kept_warnings_records_ours_and_passes_all_on():
+    with pytest.warns(Warning) as seen:
+        kept = _warn_ours_twice_and_theirs()
+    assert kept == ["ours", "ours"]
+    assert [str(w.message) for w in seen] == ["ours", "ours", "theirs"]
 
 
 def test_small_beir_loads(tmp_path):
@@ -130,7 +163,7 @@ def test_pairs_errors(tmp_path):
     with pytest.raises(DataError, match=r"a\.jsonl:2: field 'positive': expected a string or a list"):
         hardneg.load(tmp_path / "a.jsonl")
     (tmp_path / "b.jsonl").write_text('{"q": "x", "positive": "y"}\n')
-    with pytest.raises(DataError, match=r"b\.jsonl: no query column found"):
+    with pytest.raises(DataError, match=r"b\.jsonl:1: no query column found"):
         hardneg.load(tmp_path / "b.jsonl")
     (tmp_path / "c.csv").write_text("query,positive\nx,y\n  ,z\n")
     with pytest.raises(DataError, match=r"c\.csv:3: field 'query': empty query text"):
@@ -172,3 +205,60 @@ def test_slice_is_consistent(scifact_slice):
     assert col.judged_queries().size == 30
     assert col.qrels.doc_idx.max() < col.num_docs
     assert list(col.doc_ids) == sorted(col.doc_ids)
+
+
+# Every reader: a byte that is not UTF-8 names the file, the line and the column (in characters),
+# never a bare UnicodeDecodeError. name -> (file, its bytes, --corpus file or None, expected message)
+BAD_BYTE = b"caf\xe9"
+UTF8_CASES = {
+    "queries jsonl": ("queries.jsonl", b'{"_id": "q1", "text": "alpha?"}\n{"_id": "q2", "text": "\xc3\xa9' + BAD_BYTE
+                      + b'"}\n', None, r"queries\.jsonl:2: not valid UTF-8 \(byte 0xe9 at column 28\)"),
+    "qrels tsv": ("qrels/train.tsv", b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\t" + BAD_BYTE + b"\t1\n", None,
+                  r"train\.tsv:3: not valid UTF-8 \(byte 0xe9 at column 7\)"),
+    "pairs json": ("p.json", b'[{"query": "x", "positive": "y"},\n {"query": "' + BAD_BYTE + b'", "positive": "z"}]',
+                   None, r"p\.json:2: not valid UTF-8 \(byte 0xe9 at column 16\)"),
+    "pairs jsonl": ("p.jsonl", b'{"query": "x", "positive": "y"}\n\n{"query": "' + BAD_BYTE + b'", "positive": "z"}\n',
+                    None, r"p\.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 15\)"),
+    "pairs csv": ("p.csv", b"query,positive\nx,y\n" + BAD_BYTE + b",z\n", None,
+                  r"p\.csv:3: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    "pairs tsv": ("p.tsv", b"query\tpositive\nx\ty\nz\t" + BAD_BYTE + b"\n", None,
+                  r"p\.tsv:3: not valid UTF-8 \(byte 0xe9 at column 6\)"),
+    "corpus txt": ("extra.txt", b"one document\n" + BAD_BYTE + b"\n", "extra.txt",
+                   r"extra\.txt:2: not valid UTF-8 \(byte 0xe9 at column 4\)"),
+    "corpus jsonl": ("extra.jsonl", b'{"text": "' + BAD_BYTE + b'"}\n', "extra.jsonl",
+                     r"extra\.jsonl:1: not valid UTF-8 \(byte 0xe9 at column 14\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UTF8_CASES))
+def test_not_utf8_names_file_line_and_column(tmp_path, case):
+    name, data, corpus, pattern = UTF8_CASES[case]
+    root = write_beir(tmp_path / "beir", GOOD_CORPUS, GOOD_QUERIES, GOOD_QRELS)
+    (tmp_path / "p.jsonl").write_text('{"query": "x", "positive": "y"}\n')
+    target = (root if name.startswith(("queries", "qrels")) else tmp_path) / name
+    target.write_bytes(data)
+    dataset = root if target.is_relative_to(root) else tmp_path / ("p.jsonl" if corpus else name)
+    with pytest.raises(DataError, match=pattern):
+        hardneg.load(dataset, "train", corpus=tmp_path / corpus if corpus else None)
+
+
+def _parquet_strings(values: list[bytes], binary: bool) -> pa.Array:
+    """A string (or binary) array holding these bytes as they are: a writer that does not check
+    UTF-8 can produce a string column like this."""
+    offsets = np.cumsum([0] + [len(v) for v in values]).astype(np.int32)
+    return pa.Array.from_buffers(pa.binary() if binary else pa.string(), len(values),
+                                 [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"".join(values))])
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary column", "string column"])
+def test_parquet_not_utf8_names_row_and_column(tmp_path, binary):
+    good = [b"alpha is a letter", b"beta follows"]
+    queries = _parquet_strings([b"what is alpha", b"beta?"], binary)
+    pq.write_table(pa.table({"query": queries, "positive": _parquet_strings(good, binary)}), tmp_path / "ok.parquet")
+    col = hardneg.load(tmp_path / "ok.parquet")  # binary text columns that are UTF-8 load as text
+    assert sorted(col.doc_texts) == ["alpha is a letter", "beta follows"]
+    bad = _parquet_strings([b"alpha is a letter", b"b\xc3\xa9ta " + BAD_BYTE], binary)
+    pq.write_table(pa.table({"query": queries, "positive": bad}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad\.parquet: row 2: field 'positive': not valid UTF-8 "
+                                        r"\(byte 0xe9 at column 9\)"):
+        hardneg.load(tmp_path / "bad.parquet")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -21,8 +23,26 @@ Opt = typer.Option
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command: one ``warning:`` line on the error console, with no
+    Python source line (hardneg's own and plain UserWarnings bare, others with their category)."""
+    from .errors import HardnegWarning
+
+    text = " ".join(str(message).split())
+    if category is not UserWarning and not issubclass(category, HardnegWarning):
+        text = f"{category.__name__}: {text}"
+    err.print(f"[bold yellow]warning:[/] {escape(text)}", highlight=False)
+
+
+@app.callback()
+def _console_setup() -> None:
+    """Runs before every command: warnings go to the error console as one line each."""
+    warnings.showwarning = _show_warning
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, HardnegWarning
 from .io import sha256_file, sha256_texts
 
 QUERY_COLUMNS = ("query", "anchor", "question", "queries")
@@ -43,7 +43,8 @@ class Qrels:
 
 @dataclass
 class Collection:
-    """A corpus, its queries and qrels; ids sorted, texts aligned with ids."""
+    """A corpus, its queries and qrels; ids sorted, texts aligned with ids. ``warnings`` are what the
+    loader warned about (a run keeps them in its manifest); ``notes`` are the details behind them."""
 
     doc_ids: np.ndarray
     doc_texts: list[str]
@@ -52,6 +53,7 @@ class Collection:
     qrels: Qrels
     source: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def num_docs(self) -> int:
@@ -109,7 +111,7 @@ class Collection:
         source["slice"] = {"num_queries": int(num_queries), "extra_docs": int(extra_docs), "seed": seed}
         return Collection(self.doc_ids[keep_docs], [self.doc_texts[i] for i in keep_docs],
                           self.query_ids[judged], [self.query_texts[i] for i in judged], qr,
-                          source, list(self.notes))
+                          source, list(self.notes), list(self.warnings))
 
 
     def holdout(self, num_queries: int, seed: int = 0, part: str = "fit") -> Collection:
@@ -130,7 +132,8 @@ class Collection:
         source = {k: v for k, v in self.source.items() if k != "_queries_fp"}
         source["holdout"] = {"num_queries": int(num_queries), "seed": seed, "part": part}
         return Collection(self.doc_ids, self.doc_texts, self.query_ids[keep],
-                          [self.query_texts[i] for i in keep], qr, source, list(self.notes))
+                          [self.query_texts[i] for i in keep], qr, source, list(self.notes),
+                          list(self.warnings))
 
 
 def save_beir(collection: Collection, path: str | Path, split: str = "train") -> Path:
@@ -164,20 +167,52 @@ def _lookup(sorted_ids: np.ndarray, ids: Sequence[str] | np.ndarray, what: str) 
 # --------------------------------------------------------------------------- record readers
 
 
+def _utf8_error(path: object, data: bytes, exc: UnicodeDecodeError, first_line: int | None = 1,
+                **where: Any) -> DataError:
+    """The error for bytes that are not UTF-8: the line (counted from ``first_line``) and the
+    character column of the first bad byte. ``first_line=None`` names no line (a parquet value)."""
+    start = exc.start
+    line_start = data.rfind(b"\n", 0, start) + 1
+    column = len(data[line_start:start].decode("utf-8", errors="replace")) + 1
+    line = None if first_line is None else first_line + data.count(b"\n", 0, start)
+    return DataError(path, f"not valid UTF-8 (byte 0x{data[start]:02x} at column {column})", line, **where)
+
+
+def _read_utf8(path: Path) -> str:
+    """A whole text file; bytes that are not UTF-8 are an error naming the line and column."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _utf8_error(path, data, exc) from None
+
+
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line) of a text file, read as bytes and decoded line by line, so that a
+    byte that is not UTF-8 is an error naming its line and column (a text-mode file only raises
+    ``UnicodeDecodeError``, with an offset into some buffer). Streams: memory is one line."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _utf8_error(path, raw, exc, lineno) from None
+            yield lineno, line
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DataError(path, "file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
-            if not isinstance(rec, dict):
-                raise DataError(path, "expected a JSON object", lineno)
-            yield lineno, rec
+    for lineno, line in _utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
+        if not isinstance(rec, dict):
+            raise DataError(path, "expected a JSON object", lineno)
+        yield lineno, rec
 
 
 def _read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -189,7 +224,7 @@ def _read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from _read_jsonl(path)
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_read_utf8(path))
         except json.JSONDecodeError as exc:
             raise DataError(path, f"malformed JSON ({exc.msg})", exc.lineno) from None
         if not isinstance(data, list):
@@ -199,23 +234,77 @@ def _read_table(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(path, "expected a JSON object", i)
             yield i, rec
     elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
-            raise DataError(path, f"cannot read parquet ({exc})") from None
-        for i, rec in enumerate(table.to_pylist(), start=1):
-            yield i, rec
+        yield from enumerate(_read_parquet(path).to_pylist(), start=1)
     elif suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            for rec in reader:
-                if None in rec:
-                    raise DataError(path, "more fields than the header has", reader.line_num)
-                yield reader.line_num, dict(rec)
+        # csv reads lines from any iterator of strings; line_num counts them (quoted newlines too)
+        reader = csv.DictReader((line for _, line in _utf8_lines(path)),
+                                delimiter="\t" if suffix == ".tsv" else ",")
+        for rec in reader:
+            if None in rec:
+                raise DataError(path, "more fields than the header has", reader.line_num)
+            yield reader.line_num, dict(rec)
     else:
         raise DataError(path, f"unsupported file type '{suffix}' (use one of {', '.join(PAIR_SUFFIXES)})")
+
+
+def _read_parquet(path: Path) -> Any:
+    """A parquet file as a pyarrow table whose text is valid UTF-8: binary columns (text written
+    without the UTF8 annotation) become strings, string columns are checked. A value that is not
+    UTF-8 is an error naming its row and column, before any Python string is made."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt files
+        raise DataError(path, f"cannot read parquet ({exc})") from None
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        text_type = _text_type(column.type)
+        if text_type is None:
+            continue
+        try:
+            checked = column.cast(text_type)
+            checked.validate(full=True)  # a string column is not checked on read
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _parquet_utf8_error(path, name, column) from None
+        table = table.set_column(i, name, checked)
+    return table
+
+
+def _text_type(t: Any) -> Any:
+    """The string type that holds the text of a binary or string type (also as list items), else None."""
+    import pyarrow as pa
+
+    if pa.types.is_binary(t) or pa.types.is_string(t):
+        return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_large_string(t):
+        return pa.large_string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        inner = _text_type(t.value_type)
+        if inner is None:
+            return None
+        return pa.list_(inner) if pa.types.is_list(t) else pa.large_list(inner)
+    return None
+
+
+def _parquet_utf8_error(path: Path, name: str, column: Any) -> DataError:
+    """Find the first value of ``column`` that is not UTF-8 (on the error path only: Python loop)."""
+    import pyarrow as pa
+
+    def as_bytes(t: Any) -> Any:
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pa.list_(as_bytes(t.value_type))
+        return pa.large_binary()
+
+    for row, value in enumerate(column.cast(as_bytes(column.type)).to_pylist(), start=1):
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                if item is not None:
+                    item.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return _utf8_error(path, item, exc, None, field=name, row=row)
+    return DataError(path, "text that is not valid UTF-8", field=name)
 
 
 def _field_str(rec: dict[str, Any], name: str, path: object, line: int, required: bool = True) -> str:
@@ -245,6 +334,7 @@ class _Builder:
         self.qrels: dict[tuple[str, str], int] = {}
         self.empty_docs: dict[str, tuple[str, int]] = {}
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.strict = strict
 
     def add_doc(self, doc_id: str, title: str, text: str, path: object, line: int,
@@ -297,11 +387,11 @@ class _Builder:
         if not self.docs:
             raise DataError(source.get("path", "<input>"), "the corpus has no non-empty documents")
         if self.empty_docs:
-            first = next(iter(self.empty_docs.items()))
-            msg = (f"{len(self.empty_docs)} empty document(s) skipped, first '{first[0]}' at "
-                   f"{first[1][0]}:{first[1][1]}")
-            self.notes.insert(0, msg)
-            warnings.warn(msg, stacklevel=3)
+            doc_id, (path, line) = next(iter(self.empty_docs.items()))
+            self.warnings.append(f"{path}:{line}: field 'text': {len(self.empty_docs)} empty document(s) "
+                                 f"skipped, the first is '{doc_id}' (--strict makes them an error)")
+        for msg in self.warnings:
+            warnings.warn(msg, HardnegWarning, stacklevel=3)
         doc_ids = np.array(sorted(self.docs), dtype=object)
         query_ids = np.array(sorted(self.queries), dtype=object)
         dmap = {d: i for i, d in enumerate(doc_ids)}
@@ -319,7 +409,8 @@ class _Builder:
                             "qrels": int(qi.size), "positives": int((gr > 0).sum()),
                             "empty_docs_skipped": len(self.empty_docs)}
         return Collection(doc_ids, [self.docs[d] for d in doc_ids], query_ids,
-                          [self.queries[q] for q in query_ids], Qrels(qi, di, gr), source, self.notes)
+                          [self.queries[q] for q in query_ids], Qrels(qi, di, gr), source, self.notes,
+                          self.warnings)
 
 
 def _add_corpus(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: object) -> None:
@@ -361,18 +452,17 @@ def _read_qrels_tsv(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """BEIR qrels: ``query-id corpus-id score`` with a header; TREC's 4-column form also accepted."""
     if not path.is_file():
         raise DataError(path, "file not found")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            parts = raw.rstrip("\r\n").split("\t") if "\t" in raw else raw.split()
-            if not raw.strip():
-                continue
-            if lineno == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 4:  # TREC: qid iter docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise DataError(path, f"expected 3 tab-separated columns, found {len(parts)}", lineno)
-            yield lineno, {"query-id": parts[0].strip(), "corpus-id": parts[1].strip(), "score": parts[2]}
+    for lineno, raw in _utf8_lines(path):
+        parts = raw.rstrip("\r\n").split("\t") if "\t" in raw else raw.split()
+        if not raw.strip():
+            continue
+        if lineno == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
+            continue
+        if len(parts) == 4:  # TREC: qid iter docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataError(path, f"expected 3 tab-separated columns, found {len(parts)}", lineno)
+        yield lineno, {"query-id": parts[0].strip(), "corpus-id": parts[1].strip(), "score": parts[2]}
 
 
 # --------------------------------------------------------------------------- public loaders
@@ -408,17 +498,17 @@ def _text_id(prefix: str, text: str) -> str:
 
 
 def _pick_column(columns: Iterable[str], wanted: str | None, candidates: Sequence[str], path: object,
-                 what: str) -> str:
+                 what: str, line: int | None = None) -> str:
     cols = list(columns)
     if wanted is not None:
         if wanted not in cols:
-            raise DataError(path, f"no {what} column '{wanted}' (columns: {', '.join(cols)})")
+            raise DataError(path, f"no {what} column '{wanted}' (columns: {', '.join(cols)})", line)
         return wanted
     for c in candidates:
         if c in cols:
             return c
     raise DataError(path, f"no {what} column found (looked for {', '.join(candidates)}; "
-                          f"columns: {', '.join(cols)}); name it explicitly")
+                          f"columns: {', '.join(cols)}); name it explicitly", line)
 
 
 def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: object,
@@ -426,8 +516,8 @@ def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: ob
     qcol = pcol = None
     for line, rec in rows:
         if qcol is None:
-            qcol = _pick_column(rec.keys(), query_column, QUERY_COLUMNS, path, "query")
-            pcol = _pick_column(rec.keys(), positive_column, POSITIVE_COLUMNS, path, "positive")
+            qcol = _pick_column(rec.keys(), query_column, QUERY_COLUMNS, path, "query", line)
+            pcol = _pick_column(rec.keys(), positive_column, POSITIVE_COLUMNS, path, "positive", line)
         assert pcol is not None
         query = _field_str(rec, qcol, path, line)
         if not query.strip():
@@ -448,10 +538,9 @@ def _add_pairs(b: _Builder, rows: Iterable[tuple[int, dict[str, Any]]], path: ob
 
 def _text_lines(path: Path, column: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """One document per non-empty line of a .txt file, numbered from 1."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                yield i, {column: line.rstrip("\n")}
+    for i, line in _utf8_lines(path):
+        if line.strip():
+            yield i, {column: line.rstrip("\r\n")}
 
 
 def _add_extra_corpus(b: _Builder, path: Path, text_column: str = "text") -> None:

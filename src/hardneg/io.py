@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,13 +14,25 @@ from typing import Any
 import numpy as np
 
 
+def _new_temp(path: Path) -> Path:
+    """Create an empty, uniquely named file next to ``path`` with the user's normal mode (0666 less
+    the umask, as ``open`` gives): ``tempfile.mkstemp`` makes it 0600, and the rename would publish
+    a file nobody else can read."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(tmp)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
+    The published file has the mode any new file of the user's gets (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temp(path)
     try:
         write(tmp)
         with open(tmp, "rb") as fh:

@@ -17,7 +17,7 @@ from .cache import Cache
 from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
 from .config import MineConfig, load_config_file, teacher_members
 from .data import Collection, load
-from .errors import ConfigError, RunError
+from .errors import ConfigError, RunError, kept_warnings
 from .filters import (
     REASON_CODE,
     REASONS,
@@ -125,7 +125,10 @@ def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | 
             return done
         if (out / "manifest.json").exists():
             raise RunError(f"{out}: a run with other settings or data is already there (use --overwrite)")
-    run = _mine(cfg, collection, fingerprint, reporter, timings)
+    with kept_warnings() as raised:
+        run = _mine(cfg, collection, fingerprint, reporter, timings)
+    # what the loader and the mining warned about, once each (the loader's are kept on the collection)
+    run.manifest["warnings"] = list(dict.fromkeys([*collection.warnings, *raised]))
     if out is not None:
         run.save(out, overwrite=overwrite)
     return run

@@ -10,6 +10,7 @@ import numpy as np
 from ..cache import Cache
 from ..data import Collection
 from ..encoders import load_encoder, resolve_encoder
+from ..errors import HardnegWarning
 from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
 from ..io import sha256_texts
 from ..progress import SILENT, Reporter
@@ -182,7 +183,7 @@ class DenseTeacher(Teacher):
             if self.ann_recall < ANN_RECALL_WARN:
                 warnings.warn(f"faiss {kind} found {self.ann_recall:.1%} of the exact top-{k} on a sample of "
                               f"queries (below {ANN_RECALL_WARN:.0%}); use --search exact or a larger index",
-                              stacklevel=2)
+                              HardnegWarning, stacklevel=2)
         return ids, scores
 
     def _measure_recall(self, query_idx: np.ndarray, ann_ids: np.ndarray, k: int, sample: int = 200) -> float:
