@@ -240,6 +240,16 @@ def test_api_checks_specs_before_loading(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_that_is_nowhere_is_a_config_error(tmp_path):
+    """Resolving ``auto`` may need the model's folder, before the data is read: a model that is neither
+    a folder nor on the Hub (offline here) is an error naming it, not a traceback from the Hub client."""
+    from hardneg.fingerprint import resolve_model
+
+    for model in (str(tmp_path / "no-such-model"), "no-such-org/no-such-model"):
+        with pytest.raises(ConfigError, match=f"model '{model}': no such folder"):
+            resolve_model(model)
+
+
 # ---------------------------------------------------------------- (c) the resolved encoder
 def test_fingerprint_covers_the_encoder_auto_resolved_to(scifact_slice, static_model, cache_dir, tmp_path):
     """A run made with ``auto`` records what it resolved to; asking for that encoder by name is the same

@@ -166,10 +166,10 @@ class MineConfig(BaseModel):
     corpus: str | None = Field(None, description="extra corpus file for a pairs dataset")
     query_column: str | None = None
     positive_column: str | None = None
-    teacher: TeacherField = Field(TeacherSpec.parse("dense"), description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+    teacher: TeacherField = Field("dense", validate_default=True, description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
     fusion: str = "rrf"
     filter_on: str | None = Field(None, description="teacher whose scores the filters use")
-    filter: FilterField = Field(FilterChain.parse("percpos:0.95"), description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
+    filter: FilterField = Field("percpos:0.95", validate_default=True, description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
     max_depth: int = Field(1000, ge=1, description="queries left short by the filters are searched again "
                            "to this depth (set equal to depth to turn off)")
     reference_floor: int | None = Field(
@@ -195,7 +195,7 @@ class MineConfig(BaseModel):
                             "go to the LLM")
     relabel: bool = Field(False, description="candidates the judges agree are relevant become positives "
                           "(reason 'relabelled', column relabelled_ids), never silently")
-    sampler: SamplerField = SamplerSpec()
+    sampler: SamplerField = Field("top", validate_default=True)
     num_negatives: int = Field(4, ge=1)
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
     seed: int = 0
@@ -208,7 +208,7 @@ class MineConfig(BaseModel):
     encoder: str = Field("auto", description="dense encoder: auto (on a CPU with native bf16: openvino if installed, "
                          "else bf16; elsewhere torch) | torch | bf16 | onnx | onnx-int8 | openvino")
     embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 or fp16")
-    backend: BackendField = Field(BackendSpec(), description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
+    backend: BackendField = Field("local", validate_default=True, description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
     strict: bool = False
     cache_dir: str | None = None
     out: str | None = None
@@ -277,8 +277,12 @@ class MineConfig(BaseModel):
         and model folder), keyed by model ("default" = the packaged MiniLM). Decided once: the
         fingerprint, the manifest and the teachers all use this answer."""
         if self._encoders is None:
-            self._encoders = {m or "default": resolve_for_model(self.encoder, self.device, m)
-                              for m in self.dense_models()}
+            field = "teacher" if any(kind == "dense" for kind, _ in self.teacher.members) else "near_model"
+            try:
+                self._encoders = {m or "default": resolve_for_model(self.encoder, self.device, m)
+                                  for m in self.dense_models()}
+            except ConfigError as exc:
+                raise ConfigError(f"{field}: {exc}") from None
         return self._encoders
 
     def encoder_for(self, model: str | None) -> str:
