@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .config import MineConfig
 from .data import Collection, Qrels, load
 from .errors import ConfigError
-from .filters import FilterSpec
+from .filters import FilterChain
 from .mine import mine
 from .progress import SILENT, Reporter
 from .runs import Run
@@ -144,10 +146,9 @@ def measure(run: Run, col: Collection, hidden: Hidden) -> StageAudit:
     )
 
 
-def stage_prefixes(filters: str) -> list[str]:
+def stage_prefixes(filters: str | FilterChain) -> list[str]:
     """``a+b+c`` -> ``none``, ``a``, ``a+b``, ``a+b+c``: each stage measured with those before it."""
-    parts = [str(s) for s in FilterSpec.parse(filters)]  # ``cascade`` expands to its stages
-    return ["none"] + ["+".join(parts[: i + 1]) for i in range(len(parts))]
+    return [str(c) for c in FilterChain.parse(filters).prefixes()]  # ``cascade`` expands to its stages
 
 
 def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: int = 0,
@@ -155,16 +156,22 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
     """Hide ``hide_fraction`` of each query's positives (seeded), mine with ``mine_options``
     (any :func:`hardneg.mine` option) and measure. Returns one JSON-ready dict: the final chain's
     ``fn_rate``, ``fn_recall``, ``coverage``, ``hardness_kept``, ``queries``, and one row per stage."""
+    mine_options = {k: v for k, v in mine_options.items() if v is not None}
+    mine_options.pop("out", None)
+    mine_options.setdefault("seed", seed)
+    # Every spec parsed and checked once, before the data is loaded; the stages reuse the parsed values.
+    checked = MineConfig(dataset=str(dataset) if isinstance(dataset, str | Path) else "<collection>", split=split,
+                         **mine_options)
+    checked.check_files()
+    mine_options = {k: getattr(checked, k) for k in mine_options}
     col = dataset if isinstance(dataset, Collection) else load(dataset, split)
     visible, hidden = hide_positives(col, hide_fraction, seed)
     if hidden.query_idx.size == 0:
         raise ConfigError(f"{dataset}: no query has two positives, so none can be hidden and audited")
-    mine_options = {k: v for k, v in mine_options.items() if v is not None}
-    mine_options.pop("out", None)
-    mine_options.setdefault("seed", seed)
-    chain = str(mine_options.pop("filter", "percpos:0.95"))
+    chain = checked.filter
+    mine_options.pop("filter", None)
     judges: dict[str, Any] = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
-    plan: list[tuple[str, dict[str, Any]]] = [(f, {}) for f in (stage_prefixes(chain) if stages else [chain])]
+    plan: list[tuple[FilterChain, dict[str, Any]]] = [(f, {}) for f in (chain.prefixes() if stages else [chain])]
     if judges:  # the judges come last, after every rule
         plan = (plan if stages else []) + [(chain, judges)]
     rows = []

@@ -2,19 +2,158 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from .encoders import ENCODERS, resolve_for_model
 from .errors import ConfigError
-from .filters import FilterSpec
+from .filters import FilterChain
 from .samplers import SamplerSpec
+from .store import DTYPES
 from .teachers.dense import SEARCH_KINDS
 from .teachers.hybrid import FUSIONS
 
 TEACHER_KINDS = ("bm25", "dense", "hybrid")
+_DEFAULT_MODEL = ("", "default", "minilm")  # names of the packaged MiniLM (see fingerprint.resolve_model)
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """``bm25[:stem]``, ``dense[:MODEL]`` or ``hybrid[:bm25+dense:MODEL+...]``, parsed once into
+    (kind, option) members: the BM25 option (``stem``) or the dense model (None = the packaged MiniLM).
+    ``str()`` is the canonical spelling (``BM25`` -> ``bm25``, ``dense:default`` -> ``dense``,
+    ``hybrid:bm25+dense`` -> ``hybrid``); a model may itself contain ':' (URLs, drive letters)."""
+
+    kind: str
+    members: tuple[tuple[str, str | None], ...]
+
+    @staticmethod
+    def parse(text: str | TeacherSpec) -> TeacherSpec:
+        if isinstance(text, TeacherSpec):
+            return text
+        head, colon, rest = text.strip().partition(":")
+        if head.strip().lower() != "hybrid":
+            member = _teacher_member(text)
+            return TeacherSpec(member[0], (member,))
+        if not colon:
+            return TeacherSpec("hybrid", _HYBRID_DEFAULT)
+        members = tuple(_teacher_member(p) for p in rest.split("+"))
+        if len(members) < 2:
+            raise ConfigError(f"hybrid teacher '{text}' needs at least two members, e.g. hybrid:bm25+dense")
+        return TeacherSpec("hybrid", members)
+
+    def __str__(self) -> str:
+        if self.kind == "hybrid" and self.members == _HYBRID_DEFAULT:
+            return "hybrid"
+        text = "+".join(kind + (f":{opt}" if opt else "") for kind, opt in self.members)
+        return f"hybrid:{text}" if self.kind == "hybrid" else text
+
+    def names(self) -> list[str]:
+        """Each member's teacher name: its kind, numbered when a kind repeats (``dense``, ``dense2``)."""
+        names: list[str] = []
+        for i, (kind, _) in enumerate(self.members):
+            names.append(kind if kind not in names else f"{kind}{i + 1}")
+        return names
+
+
+def _teacher_member(text: str) -> tuple[str, str | None]:
+    """One ``bm25[:stem]`` or ``dense[:MODEL]``, checked."""
+    kind, _, option = text.strip().partition(":")
+    kind, opt = kind.strip().lower(), option.strip() or None
+    if kind == "bm25":
+        if opt is not None and opt.lower() != "stem":
+            raise ConfigError(f"unknown bm25 option '{opt}' in teacher '{text.strip()}' (use bm25 or bm25:stem)")
+        return kind, opt and opt.lower()
+    if kind == "dense":
+        return kind, None if opt is None or opt in _DEFAULT_MODEL else opt
+    raise ConfigError(f"unknown teacher '{text.strip()}' (use {', '.join(TEACHER_KINDS)})")
+
+
+_HYBRID_DEFAULT: tuple[tuple[str, str | None], ...] = (("bm25", None), ("dense", None))
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """``cross-encoder:PATH``: a judge folder written by ``hardneg train-judge``."""
+
+    path: str
+
+    @staticmethod
+    def parse(text: str | JudgeSpec) -> JudgeSpec:
+        if isinstance(text, JudgeSpec):
+            return text
+        kind, _, path = text.strip().partition(":")
+        if kind.strip().lower() != "cross-encoder" or not path.strip():
+            raise ConfigError(f"unknown judge '{text}' (use cross-encoder:PATH)")
+        return JudgeSpec(path.strip())
+
+    def __str__(self) -> str:
+        return f"cross-encoder:{self.path}"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """``local`` (in-process), ``ray`` (a local Ray, or $RAY_ADDRESS) or ``ray:ADDRESS``."""
+
+    kind: str = "local"
+    address: str | None = None
+
+    @staticmethod
+    def parse(text: str | BackendSpec) -> BackendSpec:
+        if isinstance(text, BackendSpec):
+            return text
+        kind, _, address = text.strip().partition(":")
+        kind = kind.strip().lower()
+        if kind == "local" and not address.strip():
+            return BackendSpec()
+        if kind == "ray":
+            return BackendSpec("ray", address.strip() or None)
+        raise ConfigError(f"unknown backend '{text}' (use local, ray or ray:ADDRESS)")
+
+    def __str__(self) -> str:
+        return self.kind + (f":{self.address}" if self.address else "")
+
+
+def _parsed(spec: Any) -> Callable[[Any, ValidationInfo], Any]:
+    """A pydantic validator that parses a ``spec`` class's string (or takes a parsed value as it is)
+    and names the option in its error: ``teacher: unknown bm25 option 'foo' in teacher 'bm25:foo'``."""
+
+    def validate(value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | spec):
+            raise ConfigError(f"{info.field_name}: expected text, got {value!r}")
+        try:
+            return spec.parse(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{info.field_name}: {exc}") from None
+
+    return validate
+
+
+# Typed spec fields: parsed once when the config is made, dumped (manifest, YAML, fingerprint) as
+# their one canonical string.
+_AS_TEXT = PlainSerializer(str, return_type=str)
+_TEXT_SCHEMA = WithJsonSchema({"type": "string"})
+TeacherField = Annotated[TeacherSpec, PlainValidator(_parsed(TeacherSpec)), _AS_TEXT, _TEXT_SCHEMA]
+FilterField = Annotated[FilterChain, PlainValidator(_parsed(FilterChain)), _AS_TEXT, _TEXT_SCHEMA]
+SamplerField = Annotated[SamplerSpec, PlainValidator(_parsed(SamplerSpec)), _AS_TEXT, _TEXT_SCHEMA]
+JudgeField = Annotated[JudgeSpec, PlainValidator(_parsed(JudgeSpec)), _AS_TEXT, _TEXT_SCHEMA]
+BackendField = Annotated[BackendSpec, PlainValidator(_parsed(BackendSpec)), _AS_TEXT, _TEXT_SCHEMA]
 
 
 class MineConfig(BaseModel):
@@ -27,10 +166,10 @@ class MineConfig(BaseModel):
     corpus: str | None = Field(None, description="extra corpus file for a pairs dataset")
     query_column: str | None = None
     positive_column: str | None = None
-    teacher: str = Field("dense", description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+    teacher: TeacherField = Field("dense", validate_default=True, description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
     fusion: str = "rrf"
     filter_on: str | None = Field(None, description="teacher whose scores the filters use")
-    filter: str = Field("percpos:0.95", description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
+    filter: FilterField = Field("percpos:0.95", validate_default=True, description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
     max_depth: int = Field(1000, ge=1, description="queries left short by the filters are searched again "
                            "to this depth (set equal to depth to turn off)")
     reference_floor: int | None = Field(
@@ -40,7 +179,7 @@ class MineConfig(BaseModel):
                                         "to a positive than this quantile of positive-to-positive cosines")
     near_model: str | None = Field(None, description="embedding model for near_positive when the teacher has "
                                    "none [default: packaged MiniLM]")
-    judge: str | None = Field(None, description="cross-encoder:PATH (from `hardneg train-judge`): rescores the "
+    judge: JudgeField | None = Field(None, description="cross-encoder:PATH (from `hardneg train-judge`): rescores the "
                               "top judge_depth kept candidates after the rules")
     judge_depth: int = Field(30, ge=1, description="non-positive ranks the judge rescores per query")
     judge_threshold: float = Field(0.5, gt=0, lt=1, description="drop a candidate whose calibrated P(relevant) "
@@ -56,7 +195,7 @@ class MineConfig(BaseModel):
                             "go to the LLM")
     relabel: bool = Field(False, description="candidates the judges agree are relevant become positives "
                           "(reason 'relabelled', column relabelled_ids), never silently")
-    sampler: str = "top"
+    sampler: SamplerField = Field("top", validate_default=True)
     num_negatives: int = Field(4, ge=1)
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
     seed: int = 0
@@ -69,43 +208,16 @@ class MineConfig(BaseModel):
     encoder: str = Field("auto", description="dense encoder: auto (on a CPU with native bf16: openvino if installed, "
                          "else bf16; elsewhere torch) | torch | bf16 | onnx | onnx-int8 | openvino")
     embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 or fp16")
-    backend: str = Field("local", description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
+    backend: BackendField = Field("local", validate_default=True, description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
     strict: bool = False
     cache_dir: str | None = None
     out: str | None = None
-
-    @field_validator("teacher")
-    @classmethod
-    def _teacher(cls, v: str) -> str:
-        for member in teacher_members(v):
-            if member[0] not in ("bm25", "dense"):
-                raise ValueError(f"unknown teacher '{member[0]}' (use {', '.join(TEACHER_KINDS)})")
-        return v
-
-    @field_validator("judge")
-    @classmethod
-    def _judge(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("cross-encoder:"):
-            raise ValueError(f"unknown judge '{v}' (use cross-encoder:PATH)")
-        return v
 
     @field_validator("llm_judge")
     @classmethod
     def _llm(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("llm:"):
             raise ValueError(f"unknown LLM judge '{v}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
-        return v
-
-    @field_validator("filter")
-    @classmethod
-    def _filter(cls, v: str) -> str:
-        FilterSpec.parse(v)
-        return v
-
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: str) -> str:
-        SamplerSpec.parse(v)
         return v
 
     @field_validator("search")
@@ -122,32 +234,73 @@ class MineConfig(BaseModel):
             raise ValueError(f"unknown fusion '{v}' (use {', '.join(FUSIONS)})")
         return v
 
-    @field_validator("backend")
+    @field_validator("encoder")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        if v != "local" and v != "ray" and not v.startswith("ray:"):
-            raise ValueError(f"unknown backend '{v}' (use local, ray or ray:ADDRESS)")
+    def _encoder(cls, v: str) -> str:
+        if v not in ENCODERS:
+            raise ValueError(f"unknown encoder '{v}' (use {', '.join(ENCODERS)})")
         return v
 
+    @field_validator("embedding_dtype")
+    @classmethod
+    def _embedding_dtype(cls, v: str) -> str:
+        if v not in DTYPES:
+            raise ValueError(f"unknown embedding dtype '{v}' (use {', '.join(DTYPES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _filter_on(self) -> MineConfig:
+        names = self.teacher.names()
+        if self.filter_on is not None and self.filter_on not in names:
+            raise ConfigError(f"filter_on: '{self.filter_on}' is not one of the teachers of '{self.teacher}' "
+                              f"({', '.join(names)})")
+        return self
+
+    def check_files(self) -> None:
+        """What a run reads besides the data must be there before any work starts: the judge folder."""
+        if self.judge is not None and not (Path(self.judge.path) / "hardneg_judge.json").is_file():
+            raise ConfigError(f"judge: no hardneg_judge.json in '{self.judge.path}' (from '{self.judge}'; "
+                              "make one with `hardneg train-judge`)")
+
+    _encoders: dict[str, str] | None = PrivateAttr(None)
+
+    def dense_models(self) -> list[str | None]:
+        """The dense models a run encodes with: the dense teachers', else ``near_model`` when a rule
+        compares embeddings (near_positive, knn_positive). None is the packaged MiniLM."""
+        models = [opt for kind, opt in self.teacher.members if kind == "dense"]
+        if not models and any(f.kind in ("near_positive", "knn_positive") for f in self.filter):
+            models = [self.near_model]
+        return models
+
+    def encoders(self) -> dict[str, str]:
+        """The concrete encoder of each dense model (``auto`` resolved on this machine, for this device
+        and model folder), keyed by model ("default" = the packaged MiniLM). Decided once: the
+        fingerprint, the manifest and the teachers all use this answer."""
+        if self._encoders is None:
+            field = "teacher" if any(kind == "dense" for kind, _ in self.teacher.members) else "near_model"
+            try:
+                self._encoders = {m or "default": resolve_for_model(self.encoder, self.device, m)
+                                  for m in self.dense_models()}
+            except ConfigError as exc:
+                raise ConfigError(f"{field}: {exc}") from None
+        return self._encoders
+
+    def encoder_for(self, model: str | None) -> str:
+        """The resolved encoder of one of :meth:`dense_models`."""
+        return self.encoders().get(model or "default") or resolve_for_model(self.encoder, self.device, model)
+
     def output_settings(self) -> dict[str, Any]:
-        """The fields that decide the output bytes (not where they go or how they are cached)."""
-        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend"})
+        """The fields that decide the output bytes (not where they go or how they are cached), specs in
+        their canonical spelling, and the encoders ``encoder`` resolved to rather than what was asked
+        (``auto`` is a different encoder on another machine)."""
+        settings = self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend", "encoder"})
+        return settings | {"encoders": self.encoders()}
 
 
 def teacher_members(spec: str) -> list[tuple[str, str | None]]:
     """``hybrid`` -> bm25 + default dense; ``hybrid:bm25+dense:M`` -> listed members;
-    ``dense:M`` -> one member with a model. A model may itself contain ':' (URLs, drive letters)."""
-    spec = spec.strip()
-    if spec == "hybrid":
-        return [("bm25", None), ("dense", None)]
-    if spec.startswith("hybrid:"):
-        parts = spec[len("hybrid:"):].split("+")
-        members = [teacher_members(p)[0] for p in parts]
-        if len(members) < 2:
-            raise ValueError("a hybrid teacher needs at least two members, e.g. hybrid:bm25+dense")
-        return members
-    kind, _, model = spec.partition(":")
-    return [(kind, model or None)]
+    ``dense:M`` -> one member with a model (see :class:`TeacherSpec`)."""
+    return list(TeacherSpec.parse(spec).members)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -61,6 +61,18 @@ def resolve_encoder(kind: str, device: str | None, model_path: str | Path | None
     return kind
 
 
+def resolve_for_model(kind: str, device: str | None, model: str | None) -> str:
+    """:func:`resolve_encoder` for a model as the user names it (a folder, a hub id, None = the
+    packaged MiniLM). The model's folder is looked up only where the answer depends on it (``auto``
+    choosing OpenVINO), so deciding stays as cheap as :func:`resolve_encoder`."""
+    encoder = resolve_encoder(kind, device)
+    if kind == "auto" and encoder == "openvino":
+        from .fingerprint import resolve_model
+
+        encoder = resolve_encoder(kind, device, resolve_model(model))
+    return encoder
+
+
 def graph_ready(model_path: str | Path) -> bool:
     """Whether the exported encoders can run this model folder: Transformer, Pooling[, Normalize]
     modules and a fast tokenizer (``tokenizer.json``)."""

@@ -196,11 +196,13 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
     from .mine import build_teacher
     from .progress import SILENT
 
-    col = load(dataset, split)
     spec = teacher if teacher != "dense" or not model else f"dense:{model}"
+    # The teacher spec and encoder are parsed and checked before the data is loaded.
+    cfg = MineConfig(dataset=str(dataset) if isinstance(dataset, str | Path) else "<collection>", split=split,
+                     teacher=spec, batch_size=batch_size, max_length=max_length, query_prompt=query_prompt,
+                     doc_prompt=doc_prompt, encoder=encoder)
+    col = load(dataset, split)
     name = str(dataset) if isinstance(dataset, str | Path) else str(col.source.get("path", "<collection>"))
-    cfg = MineConfig(dataset=name, split=split, teacher=spec, batch_size=batch_size,
-                     max_length=max_length, query_prompt=query_prompt, doc_prompt=doc_prompt, encoder=encoder)
     t = build_teacher(cfg)
     q_idx = col.judged_queries()
     t.prepare(col, q_idx, Cache(env_cache_dir(cache_dir)), reporter or SILENT)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,26 @@ DEFAULTS = {"percpos": "0.95", "near_duplicate": "0.5", "near_positive": "auto",
 CASCADE = "near_duplicate:0.5+near_positive:auto+knn_positive:0.5"
 
 
-@dataclass(frozen=True)
+def format_number(value: float) -> str:
+    """The shortest text that parses back to exactly ``value`` (``0.95``, ``1``, ``1e-05``, ``1e16``,
+    never a '+', which joins rules): canonical spec strings must be fixed points, which
+    ``format(v, 'g')`` (6 digits) is not."""
+    text = repr(float(value) + 0.0).replace("e+", "e")  # -0.0 prints 0
+    return text.removesuffix(".0")
+
+
+def parse_number(text: str, what: str) -> float:
+    """A finite number; ``what`` names the spec for the error (NaN would read as ``auto``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"'{what}' needs a number, got '{text}'") from None
+    if not np.isfinite(v):
+        raise ConfigError(f"'{what}' needs a finite number, got '{text}'")
+    return v + 0.0  # -0.0 -> 0.0: one spelling
+
+
+@dataclass(frozen=True, eq=False)
 class FilterSpec:
     """One threshold rule, e.g. ``percpos:0.95``, ``margin:0.05``, ``maxscore:0.8``."""
 
@@ -45,7 +65,14 @@ class FilterSpec:
         return bool(np.isnan(self.value))
 
     def __str__(self) -> str:
-        return f"{self.kind}:{'auto' if self.auto else format(self.value, 'g')}"
+        return f"{self.kind}:{'auto' if self.auto else format_number(self.value)}"
+
+    def __eq__(self, other: object) -> bool:  # two ``auto`` rules are equal although NaN != NaN
+        return (isinstance(other, FilterSpec) and self.kind == other.kind
+                and (self.value == other.value or (self.auto and other.auto)))
+
+    def __hash__(self) -> int:
+        return hash((self.kind, None if self.auto else self.value))
 
     @staticmethod
     def parse(text: str) -> list[FilterSpec]:
@@ -57,23 +84,51 @@ class FilterSpec:
             if part in ("", "none"):
                 continue
             kind, _, value = part.partition(":")
+            kind = kind.strip()
             kind = {"max_score": "maxscore", "min_score": "minscore", "perc": "percpos", "neardup": "near_duplicate",
                     "nearpos": "near_positive"}.get(kind, kind)
             if kind not in THRESHOLD_KINDS:
                 raise ConfigError(f"unknown filter '{part}' (use none, cascade, percpos:P, margin:M, maxscore:S, "
                                   "minscore:S, near_duplicate:J, near_positive:C|auto, knn_positive:F)")
-            value = value or DEFAULTS.get(kind, "")
+            value = value.strip() or DEFAULTS.get(kind, "")
             if value == "auto" and kind in ("near_positive", "percpos"):
                 out.append(FilterSpec(kind, float("nan")))
                 continue
-            try:
-                v = float(value)
-            except ValueError:
-                raise ConfigError(f"filter '{part}' needs a number, e.g. {kind}:0.95") from None
+            if not value:
+                raise ConfigError(f"filter '{part}' needs a number, e.g. {kind}:0.5")
+            v = parse_number(value, part)
             if kind in ("percpos", "near_duplicate", "knn_positive") and not 0 < v <= 1:
-                raise ConfigError(f"{kind} takes a fraction in (0, 1], got {v}")
+                raise ConfigError(f"filter '{part}': {kind} takes a fraction in (0, 1], got {value}")
             out.append(FilterSpec(kind, v))
         return out
+
+
+@dataclass(frozen=True)
+class FilterChain:
+    """The rules of ``--filter`` in order, parsed once (``cascade`` expanded, aliases and numbers
+    normalised). ``str()`` is the canonical spelling: ``percpos:.95`` and ``PercPos:0.950`` both
+    print ``percpos:0.95``, and no rules print ``none``; parsing it gives the same chain back."""
+
+    rules: tuple[FilterSpec, ...] = ()
+
+    @staticmethod
+    def parse(text: str | FilterChain) -> FilterChain:
+        if isinstance(text, FilterChain):
+            return text
+        return FilterChain(tuple(FilterSpec.parse(text)))
+
+    def __str__(self) -> str:
+        return "+".join(str(f) for f in self.rules) or "none"
+
+    def __iter__(self) -> Iterator[FilterSpec]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def prefixes(self) -> list[FilterChain]:
+        """No rules, the first, the first two, ...: each stage with those before it (for audit)."""
+        return [FilterChain(self.rules[:i]) for i in range(len(self.rules) + 1)]
 
 
 def positive_reference(query_rows: np.ndarray, scores: np.ndarray, num_queries: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .io import sha256_file, write_json
 
 # Files that do not change what a model computes.
@@ -30,7 +31,11 @@ def resolve_model(model: str | None) -> str:
         return str(Path(model).resolve())
     from huggingface_hub import snapshot_download
 
-    return snapshot_download(model)
+    try:
+        return snapshot_download(model)
+    except (OSError, ValueError) as exc:  # not found, offline, or not a valid hub id
+        raise ConfigError(f"model '{model}': no such folder, and not found on the Hugging Face Hub "
+                          f"({type(exc).__name__})") from None
 
 
 def folder_fingerprint(folder: str | Path, memo_dir: str | Path | None = None) -> str:

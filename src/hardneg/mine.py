@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .cache import Cache
 from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
-from .config import MineConfig, load_config_file, teacher_members
+from .config import MineConfig, load_config_file
 from .data import Collection, load
 from .errors import ConfigError, RunError, kept_warnings
 from .filters import (
@@ -49,20 +49,18 @@ _PACKAGES = ("hardneg", "numpy", "pyarrow", "torch", "sentence-transformers", "t
 
 
 def build_teacher(cfg: MineConfig) -> Teacher:
-    """Teacher objects from ``cfg.teacher`` (``bm25``, ``dense[:MODEL]``, ``hybrid[...]``)."""
+    """Teacher objects from the parsed ``cfg.teacher`` (``bm25``, ``dense[:MODEL]``, ``hybrid[...]``),
+    each dense one with the encoder ``cfg.encoder`` resolved to for its model."""
     members: list[Teacher] = []
-    for i, (kind, model) in enumerate(teacher_members(cfg.teacher)):
-        name = kind if not any(m.name == kind for m in members) else f"{kind}{i + 1}"
+    for name, (kind, option) in zip(cfg.teacher.names(), cfg.teacher.members):
         if kind == "bm25":
-            if model not in (None, "stem"):
-                raise ConfigError(f"unknown bm25 option '{model}' (use bm25 or bm25:stem)")
-            members.append(BM25Teacher(stemmer="english" if model == "stem" else None, name=name))
+            members.append(BM25Teacher(stemmer="english" if option == "stem" else None, name=name))
         else:
-            members.append(DenseTeacher(model, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
+            members.append(DenseTeacher(option, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
                                         batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
-                                        name=name, seed=cfg.seed, encoder=cfg.encoder,
+                                        name=name, seed=cfg.seed, encoder=cfg.encoder_for(option),
                                         embedding_dtype=cfg.embedding_dtype))
-    if cfg.teacher.startswith("hybrid"):
+    if cfg.teacher.kind == "hybrid":
         return HybridTeacher(members, fusion=cfg.fusion)
     return members[0]
 
@@ -78,7 +76,7 @@ def _versions() -> dict[str, str]:
 
 
 def _config_fingerprint(cfg: MineConfig, col: Collection) -> str:
-    judge = Path(cfg.judge.split(":", 1)[1]) / "hardneg_judge.json" if cfg.judge else None
+    judge = Path(cfg.judge.path) / "hardneg_judge.json" if cfg.judge else None
     return settings_key(cfg.output_settings(), judge.read_text() if judge and judge.exists() else None,
                         col.source.get("checksums"), col.corpus_fingerprint(),
                         col.queries_fingerprint(), col.qrels_fingerprint(), metadata.version("hardneg"))
@@ -97,7 +95,7 @@ def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | 
     if isinstance(config, (str, Path)):
         base = load_config_file(config)
     elif isinstance(config, MineConfig):
-        base = config.model_dump(exclude_unset=True)
+        base = {k: getattr(config, k) for k in config.model_fields_set}  # parsed specs stay parsed
     collection = dataset if isinstance(dataset, Collection) else None
     if collection is not None:
         base["dataset"] = str(collection.source.get("path", "<collection>"))
@@ -109,7 +107,8 @@ def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | 
     if "dataset" not in base:
         raise ConfigError("no dataset given")
     base["dataset"] = str(base["dataset"])
-    cfg = MineConfig(**base)
+    cfg = MineConfig(**base)  # every spec parsed and checked here, before any data is read
+    cfg.check_files()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if collection is None:
@@ -186,7 +185,7 @@ class _Part:
 def _decide(ctx: _Context, rows: np.ndarray, depth: int, sampler: SamplerSpec) -> _Part:
     """Search ``depth`` non-positive candidates for these rows, filter, judge and sample them.
     With ``--backend ray`` the search and rule filters run as Ray tasks over query shards."""
-    if ctx.cfg.backend.startswith("ray"):
+    if ctx.cfg.backend.kind == "ray":
         from .ray_backend import rule_parts
 
         part = _merge_parts(rule_parts(ctx, rows, depth))
@@ -359,7 +358,7 @@ def _calibrate(ctx: _Context) -> None:
         dense = next((m for m in ctx.members if isinstance(m, DenseTeacher)), None)
         if dense is None:
             dense = DenseTeacher(ctx.cfg.near_model, batch_size=ctx.cfg.batch_size, device=ctx.cfg.device,
-                                 encoder=ctx.cfg.encoder)
+                                 encoder=ctx.cfg.encoder_for(ctx.cfg.near_model))
             dense.resolve(ctx.cache)
             ctx.vectors = dense.embed(ctx.col.doc_texts, dense.doc_prompt or "", ctx.cache, "documents", ctx.reporter)
         else:
@@ -431,7 +430,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     cache = Cache(env_cache_dir(cfg.cache_dir))
     teacher = build_teacher(cfg)
     members = teacher.teachers if isinstance(teacher, HybridTeacher) else [teacher]
-    if cfg.backend.startswith("ray"):
+    if cfg.backend.kind == "ray":
         from .ray_backend import attach_encoders
 
         attach_encoders(cfg.backend, members)
@@ -455,8 +454,8 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     floor = cfg.reference_floor
     if floor is None and isinstance(members[names.index(filter_on)], BM25Teacher):
         floor = LEXICAL_FLOOR
-    ctx = _Context(cfg, col, cache, teacher, members, filter_on, FilterSpec.parse(cfg.filter),
-                   SamplerSpec.parse(cfg.sampler), q_idx, pos, pos_rows, pos_scores,
+    ctx = _Context(cfg, col, cache, teacher, members, filter_on, list(cfg.filter), cfg.sampler, q_idx,
+                   pos, pos_rows, pos_scores,
                    positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
                    np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
                    id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
@@ -464,7 +463,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     if cfg.judge:
         from .judge import CrossEncoderJudge
 
-        ctx.judge = CrossEncoderJudge(cfg.judge.split(":", 1)[1], batch_size=cfg.batch_size, device=cfg.device)
+        ctx.judge = CrossEncoderJudge(cfg.judge.path, batch_size=cfg.batch_size, device=cfg.device)
         ctx.judge_fingerprint = folder_fingerprint(ctx.judge.path, ctx.cache.root)  # once, not per query shard
     if cfg.llm_judge:
         from .llm import LLMConfig, LLMJudge, parse_llm_target
@@ -550,6 +549,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
         "data": {k: v for k, v in col.source.items() if not k.startswith("_")}
         | {"corpus_fingerprint": col.corpus_fingerprint(), "notes": col.notes[:20]},
         "teacher": teacher.describe(),
+        "encoder": {"asked": cfg.encoder, "resolved": cfg.encoders()},
         "filter_on": filter_on,
         "filters": [str(f) for f in ctx.filters],
         "calibration": ctx.calibration,

@@ -23,10 +23,11 @@ from .errors import ConfigError
 from .progress import SILENT
 
 if TYPE_CHECKING:
+    from .config import BackendSpec
     from .mine import _Context, _Part
 
 
-def connect(backend: str) -> Any:
+def connect(backend: BackendSpec) -> Any:
     """Start or join Ray: ``ray`` starts a local instance (or joins $RAY_ADDRESS), ``ray:ADDRESS``
     joins an existing cluster (e.g. ``ray:auto`` on a cluster node, ``ray:ray://head:10001``)."""
     try:
@@ -34,8 +35,7 @@ def connect(backend: str) -> Any:
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ConfigError("--backend ray needs Ray: pip install 'hardneg[ray]'") from e
     if not ray.is_initialized():
-        address = backend.split(":", 1)[1] if ":" in backend else None
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+        ray.init(address=backend.address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=False)
     return ray
 
@@ -44,7 +44,7 @@ def _workers(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def attach_encoders(backend: str, teachers: list[Any]) -> None:
+def attach_encoders(backend: BackendSpec, teachers: list[Any]) -> None:
     """Give every dense teacher a shard encoder that runs on a pool of Ray actors."""
     from .teachers import DenseTeacher
 

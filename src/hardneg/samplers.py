@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError
+from .filters import format_number, parse_number
 
 SAMPLERS = ("top", "window", "random", "simans", "top1+sampled")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -30,33 +31,37 @@ class SamplerSpec:
     params: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        """The canonical spelling: ``parse(str(spec)) == spec`` and ``str`` of that is the same text."""
         s = self.kind
         if self.rank_min != 1 or self.rank_max is not None:
             s += f":{self.rank_min}-{self.rank_max or ''}"
         if self.params:
-            s += ("," if ":" in s else ":") + ",".join(f"{k}={v:g}" for k, v in sorted(self.params.items()))
+            s += ("," if ":" in s else ":") + ",".join(f"{k}={format_number(v)}" for k, v in sorted(self.params.items()))
         return s
 
     @staticmethod
-    def parse(text: str) -> SamplerSpec:
+    def parse(text: str | SamplerSpec) -> SamplerSpec:
+        if isinstance(text, SamplerSpec):
+            return text
         kind, _, rest = text.strip().lower().partition(":")
+        kind = kind.strip()
         if kind not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{text}' (choose from {', '.join(SAMPLERS)})")
         rank_min, rank_max, params = 1, None, {}
         for part in filter(None, (p.strip() for p in rest.split(","))):
-            m = re.fullmatch(r"(\d+)-(\d*)", part)
+            m = re.fullmatch(r"(\d+)\s*-\s*(\d*)", part)
             if m:
                 rank_min, rank_max = int(m.group(1)), int(m.group(2)) if m.group(2) else None
                 if rank_min < 1 or (rank_max is not None and rank_max < rank_min):
                     raise ConfigError(f"bad rank window '{part}' in sampler '{text}' (use A-B with 1 <= A <= B)")
                 continue
-            k, eq, v = part.partition("=")
-            try:
-                params[k] = float(v)
-            except ValueError:
-                raise ConfigError(f"bad sampler option '{part}' in '{text}' (use name=value or A-B)") from None
-            if not eq or k not in ("a", "b"):
-                raise ConfigError(f"unknown sampler option '{k}' in '{text}' (simans takes a= and b=)")
+            k, eq, v = (x.strip() for x in part.partition("="))
+            if not eq or k not in ("a", "b") or kind != "simans":
+                raise ConfigError(f"unknown sampler option '{part}' in '{text}' (only simans takes a= and b=; "
+                                  "a rank window is A-B)")
+            params[k] = parse_number(v, f"{k}= in sampler '{text}'")
+            if k == "a" and params[k] <= 0:
+                raise ConfigError(f"simans a= must be above 0 in sampler '{text}'")
         if kind == "window" and rank_max is None and rank_min == 1:
             raise ConfigError("window needs a rank range, e.g. window:10-100")
         return SamplerSpec(kind, rank_min, rank_max, params)
