@@ -70,3 +70,17 @@ def static_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def cranfield_dir() -> Path:
     return shared("cranfield")
+
+
+@pytest.fixture(scope="session")
+def hardneg_exe() -> str:
+    """The installed ``hardneg`` console script (the venv's bin next to this Python, else PATH), as a
+    user runs it. Missing means the package is not installed: a failure, not a skip."""
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / "hardneg"
+    exe = str(here) if here.exists() else shutil.which("hardneg")
+    if exe is None:
+        pytest.fail(f"the 'hardneg' console script is not installed (not in {here.parent} nor on PATH)")
+    return exe

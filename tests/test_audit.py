@@ -130,9 +130,10 @@ def test_knn_positive_share():
 
 
 @pytest.mark.slow
-def test_cascade_halves_naive_false_negatives_on_cranfield(cranfield_dir, cache_dir):
-    """The issue's bar, through the CLI: the cascade without model judges, dense MiniLM teacher,
-    half of each query's positives hidden, depth 100, 4 negatives."""
+def test_cascade_cuts_naive_false_negatives_by_70_percent_on_cranfield(cranfield_dir, cache_dir):
+    """The goal (docs/benchmarks.md, issue 4), through the CLI: the cascade without model judges, dense
+    MiniLM teacher, half of each query's positives hidden, depth 100, 4 negatives, cuts the naive
+    top-k's false-negative rate by at least 70% at >= 90% coverage and >= 0.8 hardness kept."""
     res = runner.invoke(app, ["audit", "--dataset", str(cranfield_dir), "--split", "test", "--hide-fraction", "0.5",
                               "--seed", "0", "--filter", "cascade", "--depth", "100", "--num-negatives", "4",
                               "--cache-dir", str(cache_dir), "--json"])
@@ -140,7 +141,9 @@ def test_cascade_halves_naive_false_negatives_on_cranfield(cranfield_dir, cache_
     r = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("{")))
     assert r["queries"] > 200
     assert r["fn_rate_naive"] > 0.15  # naive top-k returns many hidden positives here
-    assert r["fn_rate"] <= 0.5 * r["fn_rate_naive"] and r["coverage"] >= 0.9
+    cut = 1 - r["fn_rate"] / r["fn_rate_naive"]
+    assert cut >= 0.7, f"the cascade cut the naive FN rate by {cut:.0%} (goal >= 70%)"
+    assert r["coverage"] >= 0.9
     assert r["hardness_kept"] >= 0.8
     assert r["stages"][0]["filters"] == "none" and len(r["stages"]) == 4
     assert r["calibration"]["near_positive"]["value"] > 0

@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -23,10 +22,10 @@ def invoke(*args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def test_console_script_mines_a_real_slice(slice_dir, cache_dir, tmp_path):
-    """The installed `hardneg` command, as a user runs it."""
+def test_console_script_mines_a_real_slice(slice_dir, cache_dir, tmp_path, hardneg_exe):
+    """The installed `hardneg` command (the venv's console script), as a user runs it."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hardneg.cli", "mine", "--dataset", str(slice_dir), "--teacher", "bm25",
+    cmd = [hardneg_exe, "mine", "--dataset", str(slice_dir), "--teacher", "bm25",
            "--filter", "percpos:0.95", "--num-negatives", "4", "--out", str(out), "--cache-dir", str(cache_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     assert proc.returncode == 0, proc.stderr

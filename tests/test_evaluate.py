@@ -1,5 +1,6 @@
 """Metrics: pytrec_eval semantics on hand-built runs (ties, missing queries, identical ids), the
-vectorised path equal to pytrec_eval, and the published MiniLM / BM25 figures on SciFact test."""
+columnar path that evaluate uses equal to pytrec_eval (generated runs and real SciFact BM25 rankings),
+and the published MiniLM / BM25 figures on SciFact test."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from hypothesis import strategies as st
 
 import hardneg
 from hardneg.data import Collection, Qrels
-from hardneg.evaluate import Ranking, evaluate_ranking, fast_metrics
+from hardneg.evaluate import (
+    Ranking,
+    columnar_metrics,
+    evaluate_ranking,
+    parse_measure,
+    pytrec_eval_metrics,
+)
 
 
 def tiny(qrels: list[tuple[int, int, int]], n_docs: int = 6, n_queries: int = 3) -> Collection:
@@ -39,9 +46,7 @@ def test_ties_missing_queries_and_grades():
     assert ev.per_query["ndcg@10"]["q2"] == 0.0
     assert ev.metrics["mrr@10"] == pytest.approx((1 / 3 + 1 + 0) / 3)
     assert ev.metrics["recall@100"] == pytest.approx((1 + 1 + 0) / 3)
-    fast = fast_metrics(col, ranking)
-    for k in fast:
-        assert fast[k] == pytest.approx(ev.metrics[k], abs=1e-4)
+    _assert_same_as_pytrec_eval(col, ranking, ("ndcg@10", "recall@100", "mrr@10"))
 
 
 def test_mrr_cutoff_and_identical_ids(tmp_path):
@@ -58,31 +63,78 @@ def test_mrr_cutoff_and_identical_ids(tmp_path):
     assert ev.metrics["mrr@10"] == pytest.approx(0.1)
     kept = evaluate_ranking(col, ranking, ignore_identical_ids=False)
     assert kept.metrics["mrr@10"] == 0.0
-    assert fast_metrics(col, ranking)["mrr@10"] == pytest.approx(0.1)
+    _assert_same_as_pytrec_eval(col, ranking, ("mrr@10", "ndcg@10", "recall@100"))
     ev.save_per_query(tmp_path / "pq.jsonl")
     row = json.loads((tmp_path / "pq.jsonl").read_text().splitlines()[0])
     assert row["query_id"] == "q0" and set(row) == {"query_id", "ndcg@10", "recall@100", "mrr@10"}
 
 
+MEASURES = ("ndcg@1", "ndcg@3", "ndcg@10", "ndcg@100", "recall@1", "recall@5", "recall@100", "mrr@1", "mrr@10")
+
+
+def _assert_same_as_pytrec_eval(col: Collection, ranking: Ranking, measures: tuple[str, ...],
+                                ignore_identical_ids: bool = True) -> None:
+    """evaluate_ranking's per-query values (columnar) are exactly pytrec_eval's, and so are the means."""
+    parsed = [parse_measure(m) for m in measures]
+    ref = pytrec_eval_metrics(col, ranking, parsed, ignore_identical_ids)
+    got = columnar_metrics(col, ranking, parsed, ignore_identical_ids)
+    ev = evaluate_ranking(col, ranking, measures, ignore_identical_ids)
+    for key in measures:
+        diff = np.nonzero(got[key] != ref[key])[0]
+        assert diff.size == 0, f"{key}: {diff.size} queries differ, e.g. {got[key][diff[0]]!r} vs {ref[key][diff[0]]!r}"
+        assert list(ev.per_query[key].values()) == ref[key].tolist()
+        assert ev.metrics[key] == (float(np.mean(ref[key])) if ref[key].size else 0.0)
+
+
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(data=st.data())
-def test_fast_path_equals_pytrec_eval(data):
+def test_columnar_path_equals_pytrec_eval(data):
+    """Graded qrels with judged non-relevant (grade 0) documents, tied scores, cutoffs below and
+    above the ranking's depth, queries missing from the run, ids equal to the query's."""
     n_docs = data.draw(st.integers(5, 40))
     n_q = data.draw(st.integers(1, 6))
     qrels = []
     for q in range(n_q):
-        docs = data.draw(st.lists(st.integers(0, n_docs - 1), min_size=1, max_size=5, unique=True))
-        qrels += [(q, d, data.draw(st.integers(1, 3))) for d in docs]
+        docs = data.draw(st.lists(st.integers(0, n_docs - 1), min_size=1, max_size=8, unique=True))
+        qrels += [(q, d, data.draw(st.integers(0, 3))) for d in docs]
     col = tiny(qrels, n_docs, n_q)
+    if data.draw(st.booleans()):
+        col.doc_ids[0] = "q0"  # a document named like query q0 (still sorted: "q0" > "d..")
+        order = np.argsort(col.doc_ids)
+        col.doc_ids = col.doc_ids[order]
+        inv = np.argsort(order)
+        col.qrels = Qrels(col.qrels.query_idx, inv[col.qrels.doc_idx], col.qrels.grade)
     k = data.draw(st.integers(1, n_docs))
     rows = data.draw(st.lists(st.integers(0, n_q - 1), min_size=1, max_size=n_q, unique=True))
     ids = np.array([data.draw(st.permutations(range(n_docs)))[:k] for _ in rows])
-    scores = np.array([[data.draw(st.sampled_from([0.1, 0.2, 0.5, 0.9])) for _ in range(k)] for _ in rows])
+    scores = np.array([[data.draw(st.sampled_from([0.1, 0.2, 0.5, 0.9, 1 / 3])) for _ in range(k)] for _ in rows])
+    if data.draw(st.booleans()):  # an empty slot at the end of each row
+        ids[:, -1], scores[:, -1] = -1, -np.inf
     ranking = Ranking(np.array(sorted(rows)), ids, scores)
-    ref = evaluate_ranking(col, ranking).metrics
-    fast = fast_metrics(col, ranking)
-    for key in ref:
-        assert fast[key] == pytest.approx(ref[key], abs=1e-4), key
+    ignore = data.draw(st.booleans())
+    _assert_same_as_pytrec_eval(col, ranking, MEASURES, ignore)
+
+
+@pytest.fixture(scope="module")
+def scifact_bm25_ranking(scifact_dir, tmp_path_factory):
+    """BM25's top 1,000 for every judged SciFact test query (the real evaluation's ranking)."""
+    from hardneg.cache import Cache
+    from hardneg.teachers import BM25Teacher
+
+    col = hardneg.load(scifact_dir, "test")
+    teacher = BM25Teacher()
+    q_idx = col.judged_queries()
+    teacher.prepare(col, q_idx, Cache(tmp_path_factory.mktemp("bm25-cache")))
+    ids, scores = teacher.search(q_idx, 1000)
+    return col, Ranking(q_idx, ids, scores)
+
+
+@pytest.mark.parametrize("ignore_identical_ids", [True, False])
+def test_columnar_path_equals_pytrec_eval_on_scifact(scifact_bm25_ranking, ignore_identical_ids):
+    col, ranking = scifact_bm25_ranking
+    _assert_same_as_pytrec_eval(col, ranking, MEASURES + ("ndcg@1000", "recall@1000"), ignore_identical_ids)
+    ev = evaluate_ranking(col, ranking, ignore_identical_ids=ignore_identical_ids)
+    assert ev.queries == 300 and ev.metrics["ndcg@10"] == pytest.approx(0.66, abs=0.01)  # BEIR: 0.665
 
 
 @pytest.mark.slow

@@ -195,3 +195,78 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
     code = ("import sys; from hardneg.encoders import resolve_encoder; print(resolve_encoder('auto', None)); "
             "assert not {'torch', 'openvino', 'onnxruntime'} & set(sys.modules), 'imported to decide'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def many_queries_dir(tmp_path_factory) -> Path:
+    """A generated BEIR collection with 5,000 judged queries (three search shards of mine.QUERY_SHARD =
+    2,048) over 5,000 documents: each full shard's BM25 search takes ~0.5 s, time to kill between two."""
+    import json
+
+    from hardneg.mine import QUERY_SHARD
+
+    rng = np.random.default_rng(3)
+    vocab = np.array([f"w{i}" for i in range(6000)])
+    zipf = 1.0 / np.arange(1, vocab.size + 1)
+    zipf /= zipf.sum()
+    n_docs, n_q = 5_000, 5_000
+    assert QUERY_SHARD < n_q // 2
+    root = tmp_path_factory.mktemp("many-queries")
+    (root / "qrels").mkdir()
+    lengths = rng.integers(8, 30, n_docs)
+    words = vocab[rng.choice(vocab.size, size=int(lengths.sum()), p=zipf)]
+    cuts = np.cumsum(lengths)[:-1]
+    (root / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i:05d}", "text": " ".join(w)}) + "\n" for i, w in enumerate(np.split(words, cuts))))
+    pos = rng.integers(0, n_docs, n_q)
+    # Each query shares a few words with its positive plus a couple of frequent ones.
+    docs_words = np.split(words, cuts)
+    qtexts = [" ".join(list(rng.choice(docs_words[p], size=3)) + list(vocab[rng.integers(0, 50, 2)])) for p in pos]
+    (root / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i:05d}", "text": t}) + "\n" for i, t in enumerate(qtexts)))
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i:05d}\td{p:05d}\t1\n" for i, p in enumerate(pos)))
+    return root
+
+
+def test_killed_run_resumes_at_the_next_search_shard_and_gives_the_same_bytes(many_queries_dir, hardneg_exe,
+                                                                             tmp_path):
+    """kill -9 once the first query shard's search is in the cache; the same command then loads the
+    cached shard(s) (their files untouched), searches only the rest, and writes the bytes of an
+    uninterrupted run."""
+    cache, out = tmp_path / "cache", tmp_path / "run"
+
+    def cmd(cache_dir: Path, out_dir: Path) -> list[str]:
+        return [hardneg_exe, "mine", "--dataset", str(many_queries_dir), "--teacher", "bm25", "--filter", "none",
+                "--num-negatives", "3", "--depth", "20", "--max-depth", "20", "--cache-dir", str(cache_dir),
+                "--out", str(out_dir), "--quiet"]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd(cache, out), env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list(cache.glob("searches/*.npz")):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
+        assert time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    cached = {p: p.stat() for p in cache.glob("searches/*.npz")}
+    assert 1 <= len(cached) < 3, f"{len(cached)} of 3 search shards cached at the kill"
+
+    subprocess.run(cmd(cache, out), env=env, check=True)
+    after = {p: p.stat() for p in cache.glob("searches/*.npz")}
+    assert len(after) == 3  # the missing shards were searched and cached
+    for p, st in cached.items():  # the cached ones were loaded, not searched and written again
+        assert (after[p].st_ino, after[p].st_mtime_ns) == (st.st_ino, st.st_mtime_ns), p.name
+    import json
+
+    assert json.loads((out / "manifest.json").read_text())["counts"]["search_cache_hit"] is False
+
+    import hardneg
+
+    clean = tmp_path / "clean"
+    hardneg.mine(str(many_queries_dir), teacher="bm25", filter="none", num_negatives=3, depth=20, max_depth=20,
+                 cache_dir=str(tmp_path / "cache2"), out=str(clean))
+    for f in ("negatives.parquet", "candidates.parquet"):
+        assert (out / f).read_bytes() == (clean / f).read_bytes(), f

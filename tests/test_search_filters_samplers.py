@@ -178,3 +178,25 @@ def test_bm25s_import_leaves_the_gpu_to_the_trainer():
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "true"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == "true"
+
+
+def test_bm25_stem_matches_morphological_variants_that_plain_bm25_misses(tmp_path):
+    """``bm25:stem``: the query "run" finds the document that only says "running" (Snowball stems both
+    to "run") and takes it as the hardest negative; plain BM25 scores it 0. The two teachers describe and fingerprint themselves apart."""
+    import hardneg
+    from hardneg.data import Collection, Qrels
+
+    docs = ["a cat sat on the mat", "the hills are green", "weather reports predict rain",
+            "runners were running across the hills"]
+    col = Collection(np.array([f"d{i}" for i in range(4)]), docs, np.array(["q0"]), ["run"],
+                     Qrels(np.array([0]), np.array([2]), np.array([1])))
+    runs = {t: hardneg.mine(col, teacher=t, filter="none", num_negatives=1, depth=3, max_depth=3,
+                            cache_dir=str(tmp_path)) for t in ("bm25", "bm25:stem")}
+    score = {t: dict(zip(r.candidates.column("doc_id").to_pylist(), r.candidates.column("score_bm25").to_pylist()))
+             for t, r in runs.items()}
+    assert score["bm25:stem"]["d3"] > 0 and score["bm25"]["d3"] == 0
+    assert runs["bm25:stem"].negatives.column("negative_ids").to_pylist() == [["d3"]]
+    assert runs["bm25"].negatives.column("negative_ids").to_pylist() == [["d0"]]  # all tie at 0: id order
+    plain, stem = (runs[t].manifest["teacher"] for t in ("bm25", "bm25:stem"))
+    assert plain["settings"]["stemmer"] is None and stem["settings"]["stemmer"] == "english"
+    assert plain["fingerprint"] != stem["fingerprint"]

@@ -13,6 +13,7 @@ Choices, stated once:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +81,34 @@ def _drop_identical(col: Collection, ranking: Ranking) -> np.ndarray:
     return ok & ~same
 
 
+COLUMNAR = ("ndcg_cut", "recall", "recip_rank")
+"""Measure families (with a cutoff) scored by :func:`columnar_metrics`; others go to pytrec_eval."""
+
+
 def evaluate_ranking(col: Collection, ranking: Ranking, measures: tuple[str, ...] = DEFAULT_MEASURES,
                      ignore_identical_ids: bool = True) -> Evaluation:
-    """Score a ranking against the collection's qrels with pytrec_eval."""
+    """Score a ranking against the collection's qrels with pytrec_eval's semantics: ``ndcg@k``,
+    ``recall@k`` and ``mrr@k`` in columnar numpy (:func:`columnar_metrics`, equal to pytrec_eval's
+    per-query values, tested), every other measure with pytrec_eval itself."""
+    parsed = [parse_measure(m) for m in measures]
+    judged_ids = col.query_ids[np.unique(col.positives().query_idx)].tolist()
+    fast = [p for p in parsed if p[1] in COLUMNAR and p[2] is not None]
+    values = columnar_metrics(col, ranking, fast, ignore_identical_ids)
+    values |= pytrec_eval_metrics(col, ranking, [p for p in parsed if p not in fast], ignore_identical_ids)
+    per_query = {key: dict(zip(judged_ids, values[key].tolist())) for key, _, _ in parsed}
+    metrics = {key: float(np.mean(values[key])) if judged_ids else 0.0 for key, _, _ in parsed}
+    return Evaluation(metrics, per_query, len(judged_ids))
+
+
+def pytrec_eval_metrics(col: Collection, ranking: Ranking, parsed: list[tuple[str, str, int | None]],
+                        ignore_identical_ids: bool = True) -> dict[str, np.ndarray]:
+    """Per-query values (one per judged query, in query order; 0 where the run has none) of parsed
+    measures, computed by pytrec_eval from the dicts it takes."""
+    if not parsed:
+        return {}
     import pytrec_eval
 
-    parsed = [parse_measure(m) for m in measures]
-    pos = col.positives()
-    judged = np.unique(pos.query_idx)
+    judged = np.unique(col.positives().query_idx)
     qrels: dict[str, dict[str, int]] = {}
     for q, d, g in zip(col.query_ids[col.qrels.query_idx].tolist(), col.doc_ids[col.qrels.doc_idx].tolist(),
                        col.qrels.grade.tolist()):
@@ -100,7 +121,7 @@ def evaluate_ranking(col: Collection, ranking: Ranking, measures: tuple[str, ...
         run[q] = dict(zip(col.doc_ids[ranking.doc_idx[row, m]].tolist(), ranking.scores[row, m].astype(float).tolist()))
     judged_ids = col.query_ids[judged].tolist()
     qrels = {q: qrels[q] for q in judged_ids}
-    per_query: dict[str, dict[str, float]] = {}
+    out: dict[str, np.ndarray] = {}
     for key, fam, cut in parsed:
         if fam == "recip_rank" and cut is not None:
             # Reciprocal rank at k: trec_eval ranks by (score desc, docid desc); keep that top-k.
@@ -111,9 +132,8 @@ def evaluate_ranking(col: Collection, ranking: Ranking, measures: tuple[str, ...
             measure = f"{fam}.{cut}" if cut is not None else fam
             res = pytrec_eval.RelevanceEvaluator(qrels, {measure}).evaluate(run)
             field_name = f"{fam}_{cut}" if cut is not None else fam
-        per_query[key] = {q: float(res.get(q, {}).get(field_name, 0.0)) for q in judged_ids}
-    metrics = {k: float(np.mean(list(v.values()))) if v else 0.0 for k, v in per_query.items()}
-    return Evaluation(metrics, per_query, len(judged_ids))
+        out[key] = np.array([float(res.get(q, {}).get(field_name, 0.0)) for q in judged_ids], dtype=np.float64)
+    return out
 
 
 class _neg(str):
@@ -123,22 +143,22 @@ class _neg(str):
         return str.__gt__(self, other)
 
 
-def fast_metrics(col: Collection, ranking: Ranking, ndcg_k: int = 10, recall_k: int = 100, mrr_k: int = 10,
-                 ignore_identical_ids: bool = True) -> dict[str, float]:
-    """The three headline metrics, vectorised in numpy (for in-training evaluation). Same
-    semantics as :func:`evaluate_ranking`; tests hold it equal to pytrec_eval."""
+def columnar_metrics(col: Collection, ranking: Ranking, parsed: list[tuple[str, str, int | None]],
+                     ignore_identical_ids: bool = True) -> dict[str, np.ndarray]:
+    """``ndcg_cut``, ``recall`` and ``recip_rank`` at cutoffs, as (queries x depth) numpy, with
+    trec_eval's arithmetic (ties by doc id descending, gain / log2(rank + 1) summed in rank order, libm's
+    log2), so the per-query values equal pytrec_eval's. Returns one value per judged query, in query
+    order, 0 for a query the ranking does not cover."""
+    if not parsed:
+        return {}
     keep = _drop_identical(col, ranking) if ignore_identical_ids else ranking.doc_idx >= 0
     nq, nd = ranking.doc_idx.shape[0], col.num_docs
-    # trec_eval order: score desc, doc id desc (doc index order is id order).
+    # trec_eval order: score desc, doc id desc (doc index order is id order); dropped slots go last.
     s = np.where(keep, ranking.scores, -np.inf)
     d = np.where(keep, ranking.doc_idx, -1)
-    order = np.lexsort((-d, -s), axis=1)
+    order = np.lexsort((-d, -s, ~keep), axis=1)
     d = np.take_along_axis(d, order, axis=1)
     kept = np.take_along_axis(keep, order, axis=1)
-    # Compact the kept documents to the front so positions are ranks.
-    pack = np.argsort(~kept, axis=1, kind="stable")
-    d = np.take_along_axis(d, pack, axis=1)
-    kept = np.take_along_axis(kept, pack, axis=1)
     pos = col.positives()
     row_of = np.full(col.query_ids.size, -1, dtype=np.int64)
     row_of[ranking.query_idx] = np.arange(nq)
@@ -156,29 +176,42 @@ def fast_metrics(col: Collection, ranking: Ranking, ndcg_k: int = 10, recall_k: 
         idx = np.minimum(np.searchsorted(sorted_keys, flat), sorted_keys.size - 1)
         gains = np.where(sorted_keys[idx] == flat, sorted_grades[idx], 0.0)
     gains = gains.reshape(d.shape) * kept
-    n_rel = np.bincount(rows, minlength=nq).astype(np.float64)
-    k = min(ndcg_k, d.shape[1])
-    disc = 1.0 / np.log2(np.arange(2, ndcg_k + 2))
-    dcg = (gains[:, :k] * disc[:k]).sum(axis=1)
-    # Ideal DCG from all positives of each query, grades sorted descending.
-    ideal = np.zeros((nq, ndcg_k))
-    o = np.lexsort((-grades, rows))
-    rows, grades = rows[o], grades[o]
-    starts = np.searchsorted(rows, np.arange(nq))
-    rank_in = np.arange(rows.size) - starts[rows]
-    m = rank_in < ndcg_k
-    ideal[rows[m], rank_in[m]] = grades[m]
-    idcg = (ideal * disc).sum(axis=1)
-    ndcg = np.divide(dcg, idcg, out=np.zeros(nq), where=idcg > 0)
     rel = gains > 0
-    recall = np.divide(rel[:, :recall_k].sum(axis=1), n_rel, out=np.zeros(nq), where=n_rel > 0)
-    first = np.argmax(rel[:, :mrr_k], axis=1)
-    mrr = np.where(rel[:, :mrr_k].any(axis=1), 1.0 / (first + 1), 0.0)
-    pick = row_of[judged[np.isin(judged, ranking.query_idx)]]
-    denom = max(judged.size, 1)
-    return {"ndcg@10" if ndcg_k == 10 else f"ndcg@{ndcg_k}": float(ndcg[pick].sum() / denom),
-            "recall@100" if recall_k == 100 else f"recall@{recall_k}": float(recall[pick].sum() / denom),
-            "mrr@10" if mrr_k == 10 else f"mrr@{mrr_k}": float(mrr[pick].sum() / denom)}
+    n_rel = np.bincount(rows, minlength=nq).astype(np.float64)
+    # Each query's grades, best first, for the ideal DCG.
+    o = np.lexsort((-grades, rows))
+    ideal_rows, ideal_grades = rows[o], grades[o]
+    ideal_rank = np.arange(ideal_rows.size) - np.searchsorted(ideal_rows, np.arange(nq))[ideal_rows]
+    pick = row_of[judged]
+    covered = pick >= 0
+    out: dict[str, np.ndarray] = {}
+    for key, fam, cut in parsed:
+        k = int(cut or 0)
+        if fam == "ndcg_cut":
+            log2 = np.array([math.log2(i + 2) for i in range(k)])  # libm's log2, as trec_eval's C code
+            kk = min(k, d.shape[1])
+            dcg = _sum_in_order(gains[:, :kk] / log2[:kk])
+            ideal = np.zeros((nq, k))
+            m = ideal_rank < k
+            ideal[ideal_rows[m], ideal_rank[m]] = ideal_grades[m]
+            idcg = _sum_in_order(ideal / log2)
+            value = np.divide(dcg, idcg, out=np.zeros(nq), where=idcg > 0)
+        elif fam == "recall":
+            value = np.divide(rel[:, :k].sum(axis=1).astype(np.float64), n_rel, out=np.zeros(nq), where=n_rel > 0)
+        elif fam == "recip_rank":
+            first = np.argmax(rel[:, :k], axis=1)
+            value = np.where(rel[:, :k].any(axis=1), 1.0 / (first + 1.0), 0.0)
+        else:
+            raise ValueError(f"no columnar form for '{key}' (use pytrec_eval_metrics)")
+        per = np.zeros(judged.size)
+        per[covered] = value[pick[covered]]
+        out[key] = per
+    return out
+
+
+def _sum_in_order(x: np.ndarray) -> np.ndarray:
+    """Row sums accumulated left to right, as a C loop does (numpy's sum pairs terms: other roundings)."""
+    return np.cumsum(x, axis=1)[:, -1] if x.shape[1] else np.zeros(x.shape[0])
 
 
 def evaluate(dataset: Any, split: str = "test", model: str | None = None, teacher: str = "dense",
