@@ -51,6 +51,8 @@ class MineConfig(BaseModel):
     llm_concurrency: int = Field(4, ge=1)
     llm_retries: int = Field(3, ge=0)
     llm_timeout: float = Field(30.0, gt=0)
+    llm_max_error_rate: float = Field(0.05, ge=0, le=1, description="stop the run, writing nothing, when more "
+                                      "than this share of the LLM-judged pairs failed (0 = any failure)")
     llm_threshold: float = Field(0.5, gt=0, lt=1, description="drop when the LLM's P(yes) is at least this")
     llm_band: float = Field(0.2, ge=0, lt=1, description="cross-encoder probabilities in [band, judge_threshold) "
                             "go to the LLM")
@@ -131,7 +133,7 @@ class MineConfig(BaseModel):
 
     def output_settings(self) -> dict[str, Any]:
         """The fields that decide the output bytes (not where they go or how they are cached)."""
-        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend"})
+        return self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend", "llm_max_error_rate"})
 
 
 def teacher_members(spec: str) -> list[tuple[str, str | None]]:
