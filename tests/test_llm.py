@@ -165,6 +165,18 @@ def test_cache_keys_cover_endpoint_model_file_and_prompt(fake_llm, tmp_path):
     assert gguf_identity(fx, PROMPT, tmp_path) == gguf_identity(fy, PROMPT, tmp_path)
 
 
+def test_credentials_in_the_endpoint_stay_out_of_the_outputs(scifact_slice, cache_dir, scripted, tmp_path):
+    import hardneg
+
+    creds = scripted.url.replace("http://", "http://user:secret@")
+    run = hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, llm_judge=f"llm:{creds}", judge_depth=1,
+                       cache_dir=str(cache_dir), out=str(tmp_path / "run"))
+    assert run.manifest["llm_judge"]["target"] == scripted.url
+    assert run.manifest["config"]["llm_judge"] == f"llm:{scripted.url}"
+    assert "secret" not in (tmp_path / "run" / "manifest.json").read_text()
+    assert scripted.calls > 0
+
+
 def test_a_dead_llm_judge_stops_the_run_before_writing(scifact_slice, cache_dir, scripted, tmp_path):
     """Every call fails: the run raises at the endpoint check, quickly, and writes nothing. Calls that
     fail after a good check: the run stops once the share is exceeded, naming endpoint, count and

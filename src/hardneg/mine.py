@@ -424,6 +424,16 @@ def _negatives_table(ctx: _Context, chosen_ids: np.ndarray, chosen_scores: np.nd
     })
 
 
+def _shareable_config(cfg: MineConfig) -> dict[str, Any]:
+    """The settings as the manifest records them: an LLM endpoint without its ``user:password@``."""
+    out = cfg.model_dump()
+    if cfg.llm_judge and cfg.llm_judge.startswith("llm:"):
+        from .llm import split_credentials
+
+        out["llm_judge"] = "llm:" + split_credentials(cfg.llm_judge[len("llm:"):])[0]
+    return out
+
+
 def _build_judges(cfg: MineConfig, cache: Cache) -> tuple[Any, str, Any]:
     """The model judges, each checked once before any work: a broken judge folder, a dead or unreadable
     LLM endpoint or an unloadable GGUF file is an error now, not minutes into the run."""
@@ -555,7 +565,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     manifest = {
         "hardneg_version": metadata.version("hardneg"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": cfg.model_dump(),
+        "config": _shareable_config(cfg),
         "config_fingerprint": fingerprint,
         "data": {k: v for k, v in col.source.items() if not k.startswith("_")}
         | {"corpus_fingerprint": col.corpus_fingerprint(), "notes": col.notes[:20]},
