@@ -231,7 +231,7 @@ def test_a_few_llm_errors_are_counted_and_shown(slice_dir, cache_dir, fake_llm, 
 def test_dead_endpoint_through_the_installed_cli(slice_dir, tmp_path):
     """`hardneg mine --judge llm:URL` with nothing listening: exit 2 within seconds, one line naming
     the endpoint, no --out folder."""
-    exe = shutil.which("hardneg")
+    exe = shutil.which("hardneg") or shutil.which("hardneg", path=os.path.dirname(sys.executable))
     assert exe, "the hardneg command is not installed"
     url = f"http://127.0.0.1:{_free_port()}/v1"
     out = tmp_path / "run"
