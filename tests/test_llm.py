@@ -92,7 +92,8 @@ def test_too_many_failed_pairs_stop_the_judge(scripted, tmp_path):
     with pytest.raises(LLMJudgeError) as exc:
         judge.probabilities([f"q{i}" for i in range(100)], [f"d{i}" for i in range(100)])
     msg = str(exc.value)
-    assert scripted.url in msg and "6 of 6 judged pairs failed" in msg and "HTTP 500" in msg and "\n" not in msg
+    assert scripted.url in msg and "6 of 6 judged pairs failed" in msg and "allows 5 of the 100" in msg
+    assert "HTTP 500" in msg and "\n" not in msg
     assert scripted.calls == 6  # 5 of 100 are allowed: the 6th failure ends it
 
 

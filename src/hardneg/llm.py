@@ -409,9 +409,9 @@ class LLMJudge:
             raise LLMJudgeError(f"{fatal[0]}; {self.failed_pairs} of {self.judged} pairs had failed before")
         if self.failed_pairs > allowed:
             raise LLMJudgeError(
-                f"LLM judge {self.endpoint}: {self.failed_pairs} of {self.judged} judged pairs failed, more than "
-                f"the allowed share {self.cfg.max_error_rate:g} of the {total} to judge (--llm-max-error-rate); "
-                f"last error: {self.errors[-1]}")
+                f"LLM judge {self.endpoint}: {self.failed_pairs} of {self.judged} judged pairs failed; "
+                f"--llm-max-error-rate {self.cfg.max_error_rate:g} allows {math.floor(allowed)} of the {total} "
+                f"to judge; last error: {self.errors[-1]}")
         return np.array([known.get(k, np.nan) for k in keys], dtype=np.float64)
 
 
