@@ -3,7 +3,9 @@ and the cascade on real Cranfield through the CLI."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +19,7 @@ from hardneg.audit import Hidden, hide_positives, measure, stage_prefixes
 from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
 from hardneg.cli import app
 from hardneg.data import Collection, Qrels
+from hardneg.errors import ConfigError
 from hardneg.filters import REASONS, FilterSpec
 from hardneg.runs import Run
 from hardneg.similarity import (
@@ -160,17 +163,25 @@ def test_platt_scaling_recovers_a_known_calibration():
     assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
 
 
-def test_cross_encoder_judge_through_the_cli(scifact_slice, slice_dir, cache_dir, tmp_path):
-    """train-judge on a slice run, then mining with --judge: the judge rescores only the top kept
-    candidates, its calibrated probabilities are stored, and its drops are exactly those at or
-    above the threshold."""
-    run_dir, judge_dir = tmp_path / "run", tmp_path / "judge"
+@pytest.fixture(scope="module")
+def trained_judge(slice_dir, cache_dir, tmp_path_factory):
+    """A BM25 run on the SciFact slice and a cross-encoder judge trained on it through the CLI (4 steps)."""
+    tmp = tmp_path_factory.mktemp("judge")
+    run_dir, judge_dir = tmp / "run", tmp / "judge"
     res = runner.invoke(app, ["mine", "--dataset", str(slice_dir), "--split", "train", "--teacher", "bm25",
                               "--num-negatives", "3", "--out", str(run_dir), "--cache-dir", str(cache_dir), "--quiet"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train-judge", "--negatives", str(run_dir), "--out", str(judge_dir), "--dev-queries", "10",
                               "--max-steps", "4", "--batch-size", "8", "--max-length", "64", "--quiet"])
     assert res.exit_code == 0, res.output
+    return judge_dir
+
+
+def test_cross_encoder_judge_through_the_cli(trained_judge, slice_dir, cache_dir, tmp_path):
+    """train-judge on a slice run, then mining with --judge: the judge rescores only the top kept
+    candidates, its calibrated probabilities are stored, and its drops are exactly those at or
+    above the threshold."""
+    judge_dir = trained_judge
     meta = json.loads((judge_dir / "hardneg_judge.json").read_text())
     assert meta["dev_pairs"] > 10 and meta["train_pairs"] > meta["dev_pairs"] and 0 <= meta["dev_auc"] <= 1
     judged = tmp_path / "judged"
@@ -193,3 +204,78 @@ def test_cross_encoder_judge_through_the_cli(scifact_slice, slice_dir, cache_dir
                          judge_depth=5, judge_threshold=0.5, sampler="random", cache_dir=str(cache_dir))
     assert again.manifest["counts"]["judge_cache_hits"] >= scored.sum()
     np.testing.assert_array_equal(again.candidates.column("score_judge").to_numpy(zero_copy_only=False), prob)
+
+
+def test_a_broken_judge_folder_fails_before_mining(trained_judge, scifact_slice, tmp_path):
+    """Corrupt weights or an unreadable manifest: a one-line error naming the judge, before any
+    search (before, the model loaded lazily after the search and failed with a library traceback)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_judge, broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    with pytest.raises(ConfigError, match=f"{broken}: the cross-encoder judge does not load"):
+        hardneg_mine(scifact_slice, teacher="bm25", judge=f"cross-encoder:{broken}", cache_dir=str(cache), out=str(out))
+    assert not (cache / "searches").exists() and not out.exists()
+    (broken / "hardneg_judge.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="hardneg_judge.json: not a readable judge manifest"):
+        hardneg_mine(scifact_slice, teacher="bm25", judge=f"cross-encoder:{broken}", cache_dir=str(cache), out=str(out))
+
+
+def test_llm_sees_only_the_cross_encoder_band_and_relabel_needs_both(trained_judge, scifact_slice, tmp_path):
+    """With both judges the LLM is asked exactly about the cross-encoder's band [llm_band,
+    judge_threshold) (plus, with --relabel, what the cross-encoder dropped), and a candidate is
+    relabelled exactly when both judges find it relevant. A recording loopback server answers
+    yes/no by a hash of the prompt, so the two judges disagree on some pairs."""
+    from fake_llm import PROBE_PROMPT, FakeLLM
+
+    from hardneg.llm import LLMConfig, LLMJudge
+
+    def says_yes(prompt: str) -> bool:
+        return hashlib.sha256(prompt.encode()).digest()[0] % 2 == 0
+
+    col = scifact_slice
+    qtext, dtext = dict(zip(col.query_ids, col.query_texts)), dict(zip(col.doc_ids, col.doc_texts))
+    common = {"teacher": "bm25", "num_negatives": 3, "judge": f"cross-encoder:{trained_judge}", "judge_depth": 8,
+              "depth": 50, "max_depth": 50}  # no deepened pass: every judged pair stays in the candidates
+    cache = str(tmp_path / "cache")  # shared: the judge scores once; each server's URL keys its own answers
+    ce_only = hardneg_mine(col, **common, cache_dir=cache)
+    scored = ce_only.candidates.column("score_judge").to_numpy(zero_copy_only=False)
+    band, threshold = (float(x) for x in np.quantile(scored[~np.isnan(scored)], [1 / 3, 2 / 3]))
+
+    def pairs(run, mask) -> set[tuple[str, str]]:
+        c = run.candidates
+        return {(q, d) for q, d, m in zip(c.column("query_id").to_pylist(), c.column("doc_id").to_pylist(), mask) if m}
+
+    for relabel in (False, True):
+        server = FakeLLM(answer=lambda p: 0.95 if says_yes(p) else 0.05)
+        try:
+            run = hardneg_mine(col, **common, judge_threshold=threshold, llm_band=band, relabel=relabel,
+                               llm_judge=f"llm:{server.url}", cache_dir=cache)
+            asked = [p for p in server.prompts if p != PROBE_PROMPT]
+        finally:
+            server.close()
+        prompt = LLMJudge(LLMConfig(server.url), tmp_path)._prompt
+        ce = run.candidates.column("score_judge").to_numpy(zero_copy_only=False)
+        np.testing.assert_array_equal(ce, scored)  # the same pairs, the same probabilities
+        in_band = pairs(run, (ce >= band) & (ce < threshold))
+        dropped = pairs(run, ce >= threshold)
+        below = pairs(run, ce < band)
+        assert in_band and dropped and below
+        expected = in_band | dropped if relabel else in_band
+        assert len(asked) == len(set(asked)) == len(expected)
+        assert set(asked) == {prompt(qtext[q], dtext[d]) for q, d in expected}
+        llm = run.candidates.column("score_llm").to_numpy(zero_copy_only=False)
+        assert pairs(run, ~np.isnan(llm)) == expected
+        reason = np.asarray(run.candidates.column("reason").to_pylist(), dtype=object)
+        yes = {(q, d) for q, d in expected if says_yes(prompt(qtext[q], dtext[d]))}
+        assert pairs(run, reason == "llm") == in_band & yes
+        if relabel:
+            relabelled = pairs(run, reason == "relabelled")
+            assert relabelled == dropped & yes and relabelled and dropped - yes
+            assert pairs(run, reason == "cross_encoder") == dropped - yes
+            listed = {(q, d) for q, ds in zip(run.negatives.column("query_id").to_pylist(),
+                                              run.negatives.column("relabelled_ids").to_pylist()) for d in ds}
+            assert listed == relabelled
+        else:
+            assert pairs(run, reason == "cross_encoder") == dropped

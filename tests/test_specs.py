@@ -201,6 +201,7 @@ BAD_SPECS = [
     (["--search", "faiss-nope"], "search", "faiss-nope"),
     (["--judge", "bogus:x"], "judge", "bogus:x"),
     (["--judge", "cross-encoder:/no/such/judge"], "judge", "/no/such/judge"),
+    (["--judge", "llm:/no/such/model.gguf"], "judge", "/no/such/model.gguf"),
     (["--encoder", "tensorrt"], "encoder", "tensorrt"),
     (["--teacher", "bm25", "--filter-on", "dense"], "filter_on", "dense"),
 ]

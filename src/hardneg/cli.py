@@ -106,6 +106,8 @@ JudgeOpt = Annotated[list[str] | None, Opt(help="cross-encoder:PATH (from `hardn
                                            "sees only the cross-encoder's ambiguous band")]
 LLMModelOpt = Annotated[str | None, Opt(help="model name sent to an OpenAI-compatible LLM endpoint (key from "
                                         "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY)")]
+LLMMaxErrorOpt = Annotated[float | None, Opt(help="stop, writing nothing, when more than this share of the "
+                                           "LLM-judged pairs failed (0 = any failure) [default: 0.05]")]
 RelabelOpt = Annotated[bool, Opt(help="candidates the judges agree are relevant become positives (reason "
                                  "'relabelled', column relabelled_ids)")]
 JudgeDepthOpt = Annotated[int | None, Opt(help="non-positive ranks the judge rescores per query [default: 30]")]
@@ -147,6 +149,7 @@ def mine(
     judge_depth: JudgeDepthOpt = None,
     judge_threshold: JudgeThresholdOpt = None,
     llm_model: LLMModelOpt = None,
+    llm_max_error_rate: LLMMaxErrorOpt = None,
     relabel: RelabelOpt = False,
     strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
     overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
@@ -197,6 +200,7 @@ def audit(
     judge_depth: JudgeDepthOpt = None,
     judge_threshold: JudgeThresholdOpt = None,
     llm_model: LLMModelOpt = None,
+    llm_max_error_rate: LLMMaxErrorOpt = None,
     relabel: RelabelOpt = False,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
     quiet: QuietOpt = False,
@@ -264,6 +268,10 @@ def _print_summary(run: Any) -> None:
     t.add_row("candidates", str(c["candidates"]))
     for reason, n in c["reasons"].items():
         t.add_row(f"  {reason}", str(n))
+    llm = run.manifest.get("llm_judge")
+    if llm:
+        judged = llm.get("judged", llm["calls"] + llm["cache_hits"])
+        t.add_row("LLM judge errors", f"{llm['errors']} of {judged} judged pairs (dropped as llm_error)")
     t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in run.manifest["timings"].items()))
     out.print(t)
 

@@ -190,6 +190,8 @@ class MineConfig(BaseModel):
     llm_concurrency: int = Field(4, ge=1)
     llm_retries: int = Field(3, ge=0)
     llm_timeout: float = Field(30.0, gt=0)
+    llm_max_error_rate: float = Field(0.05, ge=0, le=1, description="stop the run, writing nothing, when more "
+                                      "than this share of the LLM-judged pairs failed (0 = any failure)")
     llm_threshold: float = Field(0.5, gt=0, lt=1, description="drop when the LLM's P(yes) is at least this")
     llm_band: float = Field(0.2, ge=0, lt=1, description="cross-encoder probabilities in [band, judge_threshold) "
                             "go to the LLM")
@@ -257,10 +259,18 @@ class MineConfig(BaseModel):
         return self
 
     def check_files(self) -> None:
-        """What a run reads besides the data must be there before any work starts: the judge folder."""
+        """What a run reads besides the data must be there before any work starts: the judge folder
+        and a local GGUF file (an endpoint is asked once, by the judge, before mining)."""
         if self.judge is not None and not (Path(self.judge.path) / "hardneg_judge.json").is_file():
             raise ConfigError(f"judge: no hardneg_judge.json in '{self.judge.path}' (from '{self.judge}'; "
                               "make one with `hardneg train-judge`)")
+        if self.llm_judge is not None:
+            from .llm import parse_llm_target
+
+            try:
+                parse_llm_target(self.llm_judge)
+            except ConfigError as exc:
+                raise ConfigError(f"judge: {exc}") from None
 
     _encoders: dict[str, str] | None = PrivateAttr(None)
 
@@ -290,10 +300,11 @@ class MineConfig(BaseModel):
         return self.encoders().get(model or "default") or resolve_for_model(self.encoder, self.device, model)
 
     def output_settings(self) -> dict[str, Any]:
-        """The fields that decide the output bytes (not where they go or how they are cached), specs in
-        their canonical spelling, and the encoders ``encoder`` resolved to rather than what was asked
-        (``auto`` is a different encoder on another machine)."""
-        settings = self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend", "encoder"})
+        """The fields that decide the output bytes (not where they go, how they are cached or when a
+        failing judge stops the run), specs in their canonical spelling, and the encoders ``encoder``
+        resolved to rather than what was asked (``auto`` is a different encoder on another machine)."""
+        settings = self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend", "encoder",
+                                            "llm_max_error_rate"})
         return settings | {"encoders": self.encoders()}
 
 

@@ -68,6 +68,27 @@ def folder_fingerprint(folder: str | Path, memo_dir: str | Path | None = None) -
     return h.hexdigest()
 
 
+def file_fingerprint(path: str | Path, memo_dir: str | Path | None = None) -> str:
+    """sha256 of one file's content (e.g. a GGUF model), memoised by (path, size, mtime) under
+    ``memo_dir`` in the same table as :func:`folder_fingerprint`, so a large file is hashed once."""
+    path = Path(path)
+    memo_path = Path(memo_dir) / "file-hashes.json" if memo_dir else None
+    memo: dict[str, Any] = {}
+    if memo_path and memo_path.exists():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    digest = memo.get(key)
+    if digest is None:
+        digest = memo[key] = sha256_file(path)
+        if memo_path:
+            write_json(memo_path, memo)
+    return str(digest)
+
+
 def read_st_config(folder: str | Path) -> dict[str, Any]:
     """What a sentence-transformers folder says about itself, read without loading the model:
     max_seq_length, whether a Normalize module is present, similarity function and prompts."""

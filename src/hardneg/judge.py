@@ -136,9 +136,26 @@ class CrossEncoderJudge:
         if not meta.exists():
             raise ConfigError(f"{self.path}: not a hardneg judge folder (no {MANIFEST}; train one with "
                               "`hardneg train-judge`)")
-        self.meta = json.loads(meta.read_text())
+        try:
+            self.meta = json.loads(meta.read_text(encoding="utf-8"))
+            c = self.meta["calibration"]
+            float(c["a"]), float(c["b"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{meta}: not a readable judge manifest ({type(exc).__name__}: {exc}); train the "
+                              "judge again with `hardneg train-judge`") from None
         self.batch_size, self.device = batch_size, device
         self._model: Any = None
+
+    def check(self) -> None:
+        """Load the model and score one pair, so that a broken judge folder (missing or corrupt weights,
+        a tokenizer that does not load) fails before any mining work, naming the folder."""
+        try:
+            p = self.probabilities(["what is water"], ["Water is a liquid."])
+        except Exception as exc:  # noqa: BLE001 - transformers, tokenizers and safetensors raise many types
+            raise ConfigError(f"{self.path}: the cross-encoder judge does not load or score "
+                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
+        if not np.isfinite(p).all():
+            raise ConfigError(f"{self.path}: the cross-encoder judge scores NaN")
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "cross-encoder", "path": str(self.path), "dev_auc": self.meta.get("dev_auc"),

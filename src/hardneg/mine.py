@@ -293,7 +293,7 @@ def _judge_part(ctx: _Context, part: _Part) -> None:
 
 def _judge_probabilities(ctx: _Context, queries: list[str], docs: list[str]) -> np.ndarray:
     """The cross-encoder's probabilities for these pairs, cached by the judge folder's fingerprint
-    and the pairs' texts: a rerun with another threshold or sampler never loads the judge again."""
+    and the pairs' texts: a rerun with another threshold or sampler never scores them again."""
     key = settings_key("cross-encoder", ctx.judge_fingerprint, sha256_texts(queries, docs))
     hit = ctx.cache.load_arrays("judged", key)
     if hit is not None:
@@ -308,7 +308,8 @@ def _llm_stage(ctx: _Context, q_idx: np.ndarray, ids: np.ndarray, top: np.ndarra
                scores: dict[str, np.ndarray]) -> None:
     """The LLM judges what is still ambiguous: everything kept near the top, or with a cross-encoder
     only its band [llm_band, judge_threshold) (plus what it dropped, when relabelling). A failed
-    answer drops the candidate as ``llm_error``: an unread reply never passes as a negative."""
+    answer drops the candidate as ``llm_error``: an unread reply never passes as a negative. Past
+    ``llm_max_error_rate`` of the judged pairs the judge raises and the run stops before writing."""
     cfg, col = ctx.cfg, ctx.col
     ce = scores.get("judge")
     if ce is None:
@@ -425,9 +426,40 @@ def _negatives_table(ctx: _Context, chosen_ids: np.ndarray, chosen_scores: np.nd
     })
 
 
+def _shareable_config(cfg: MineConfig) -> dict[str, Any]:
+    """The settings as the manifest records them: an LLM endpoint without its ``user:password@``."""
+    out = cfg.model_dump()
+    if cfg.llm_judge and cfg.llm_judge.startswith("llm:"):
+        from .llm import split_credentials
+
+        out["llm_judge"] = "llm:" + split_credentials(cfg.llm_judge[len("llm:"):])[0]
+    return out
+
+
+def _build_judges(cfg: MineConfig, cache: Cache) -> tuple[Any, str, Any]:
+    """The model judges, each checked once before any work: a broken judge folder, a dead or unreadable
+    LLM endpoint or an unloadable GGUF file is an error now, not minutes into the run."""
+    judge, judge_fingerprint, llm = None, "", None
+    if cfg.judge:
+        from .judge import CrossEncoderJudge
+
+        judge = CrossEncoderJudge(cfg.judge.path, batch_size=cfg.batch_size, device=cfg.device)
+        judge.check()
+        judge_fingerprint = folder_fingerprint(judge.path, cache.root)  # once, not per query shard
+    if cfg.llm_judge:
+        from .llm import LLMConfig, LLMJudge, parse_llm_target
+
+        llm = LLMJudge(LLMConfig(parse_llm_target(cfg.llm_judge), model=cfg.llm_model,
+                                 concurrency=cfg.llm_concurrency, retries=cfg.llm_retries, timeout=cfg.llm_timeout,
+                                 max_error_rate=cfg.llm_max_error_rate), cache.root)
+        llm.check()
+    return judge, judge_fingerprint, llm
+
+
 def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter,
           timings: dict[str, float]) -> Run:
     cache = Cache(env_cache_dir(cfg.cache_dir))
+    judge, judge_fingerprint, llm = _build_judges(cfg, cache)  # checked before any search or encoding
     teacher = build_teacher(cfg)
     members = teacher.teachers if isinstance(teacher, HybridTeacher) else [teacher]
     if cfg.backend.kind == "ray":
@@ -460,16 +492,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
                    np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
                    id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
     _calibrate(ctx)
-    if cfg.judge:
-        from .judge import CrossEncoderJudge
-
-        ctx.judge = CrossEncoderJudge(cfg.judge.path, batch_size=cfg.batch_size, device=cfg.device)
-        ctx.judge_fingerprint = folder_fingerprint(ctx.judge.path, ctx.cache.root)  # once, not per query shard
-    if cfg.llm_judge:
-        from .llm import LLMConfig, LLMJudge, parse_llm_target
-
-        ctx.llm = LLMJudge(LLMConfig(parse_llm_target(cfg.llm_judge), cfg.llm_model, cfg.llm_concurrency,
-                                     cfg.llm_retries, cfg.llm_timeout), cache.root)
+    ctx.judge, ctx.judge_fingerprint, ctx.llm = judge, judge_fingerprint, llm
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
     short = np.nonzero((parts[0].chosen >= 0).sum(axis=1) < cfg.num_negatives)[0]
     deepened = 0
@@ -544,7 +567,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     manifest = {
         "hardneg_version": metadata.version("hardneg"),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": cfg.model_dump(),
+        "config": _shareable_config(cfg),
         "config_fingerprint": fingerprint,
         "data": {k: v for k, v in col.source.items() if not k.startswith("_")}
         | {"corpus_fingerprint": col.corpus_fingerprint(), "notes": col.notes[:20]},
