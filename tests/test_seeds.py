@@ -41,3 +41,34 @@ def test_seed_reaches_the_sampler_and_a_fresh_process_gives_the_same_bytes(sampl
     assert pq.read_metadata(tmp_path / "fresh" / "negatives.parquet").num_rows == len(a)
     for f in ("negatives.parquet", "candidates.parquet"):
         assert (tmp_path / "fresh" / f).read_bytes() == (tmp_path / "seed0" / f).read_bytes(), f
+
+
+def _flat(d: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(d, dict):
+        out: dict[str, object] = {}
+        for k, v in d.items():
+            out |= _flat(v, f"{prefix}{k}.")
+        return out
+    return {prefix.rstrip("."): d}
+
+
+# What the README says may differ between two manifests of the same inputs and seed: when and how fast,
+# and what the caches saved.
+MAY_VARY = {"created", "counts.encoded_texts", "counts.search_cache_hit", "counts.exhaustive_rescans",
+            "counts.judge_cache_hits", "llm_judge.calls", "llm_judge.cache_hits"}
+
+
+def test_a_warm_rerun_changes_only_time_and_cache_counters_in_the_manifest(slice_dir, static_model, tmp_path):
+    """The same run mined cold, then again over its warm cache (``overwrite``): the parquet bytes are
+    equal, and the manifest differs only in the fields the README lists."""
+    kw = {"teacher": f"dense:{static_model}", "filter": "percpos:0.95", "sampler": "random", "num_negatives": 4,
+          "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "run")}
+    cold = hardneg.mine(str(slice_dir), **kw)
+    first = {f: (tmp_path / "run" / f).read_bytes() for f in ("negatives.parquet", "candidates.parquet")}
+    warm = hardneg.mine(str(slice_dir), overwrite=True, **kw)
+    assert {f: (tmp_path / "run" / f).read_bytes() for f in first} == first
+    a, b = _flat(cold.manifest), _flat(warm.manifest)
+    assert a.keys() == b.keys()
+    differ = {k for k in a if a[k] != b[k] and not k.startswith("timings.")}
+    assert differ <= MAY_VARY, differ - MAY_VARY
+    assert "counts.encoded_texts" in differ  # the cache really was used the second time
