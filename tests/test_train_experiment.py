@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -16,8 +17,8 @@ from hardneg.cli import app
 from hardneg.evaluate import Evaluation
 from hardneg.experiment import ExperimentConfig, paired_randomisation, results_markdown, summarise
 from hardneg.report import report
-from hardneg.train import training_table
-from hardneg.train.guided import GuidedInfoNCELoss
+from hardneg.training import training_table
+from hardneg.training.guided import GuidedInfoNCELoss
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -27,6 +28,26 @@ runner = CliRunner()
 def run(scifact_slice, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("trainrun") / "run"
     return hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, out=str(out), cache_dir=str(cache_dir))
+
+
+def tiny(static_model: str, **options) -> dict:
+    """Settings for the cheapest real training: the packaged static model, small batches, one step."""
+    return {"model": static_model, "batch_size": 4, "max_steps": 1, "warmup_ratio": 0.0, "progress": False} | options
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((Path(out) / "hardneg_train.json").read_text())
+
+
+def test_the_public_train_function_works_twice_and_after_the_training_package_is_imported(run, static_model,
+                                                                                          tmp_path):
+    """``hardneg.train`` is a function; importing the training code (the first call does, and so do
+    ``hardneg.experiment`` and ``hardneg.cli``) must never rebind that name to a module."""
+    assert manifest_of(hardneg.train(run, tmp_path / "a", **tiny(static_model)))["steps"] == 1
+    for module in ("hardneg.training.trainer", "hardneg.experiment", "hardneg.cli"):
+        importlib.import_module(module)
+    assert callable(hardneg.train)
+    assert manifest_of(hardneg.train(run, tmp_path / "b", **tiny(static_model)))["steps"] == 1
 
 
 def test_training_tables(run):
