@@ -79,6 +79,26 @@ def test_guided_loss_masks_what_the_guide_ranks_above_the_positive(static_model)
     assert 0.0 <= guided.masked_fraction < 1.0
 
 
+def test_a_guide_with_another_tokenizer_scores_the_texts_not_the_students_token_ids(static_model, scifact_slice):
+    """The static student (a 276k-entry unigram vocabulary) guided by MiniLM (BERT's 30k WordPiece):
+    the guide must score the batch's texts as it would on its own, not read the student's ids as its own."""
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.fingerprint import resolve_model
+
+    student, guide = SentenceTransformer(static_model), SentenceTransformer(resolve_model(None))
+    queries = [str(t) for t in scifact_slice.query_texts[:3]]
+    docs = [[str(t) for t in scifact_slice.doc_texts[i:i + 3]] for i in (0, 3)]  # positive, one negative
+    loss = GuidedInfoNCELoss(student, guide=guide)
+    got = loss.guide_similarities([student.preprocess(col) for col in [queries, *docs]])
+    q = guide.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
+    d = guide.encode(docs[0] + docs[1], convert_to_tensor=True, normalize_embeddings=True)
+    torch.testing.assert_close(got, q @ d.T, atol=1e-5, rtol=1e-5)
+    same = GuidedInfoNCELoss(guide, guide=guide)  # one tokenizer: the ids are passed on as they are
+    torch.testing.assert_close(same.guide_similarities([guide.preprocess(col) for col in [queries, *docs]]), q @ d.T,
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_train_cli_saves_a_model_linked_to_its_run(run, tmp_path):
     out = tmp_path / "model"
     res = runner.invoke(app, ["train", "--negatives", str(run.path), "--out", str(out), "--loss", "mnrl-hn",

@@ -3,11 +3,19 @@ positive are masked out of the softmax, so likely false negatives stop pushing t
 wrong way (GISTEmbed, Solatorio 2024, generalised to n-tuples).
 
 Guide = a model (every candidate in the batch is checked) or the miner's stored scores (each
-row's own mined negatives are checked: column ``label`` = [s+, s-_1..s-_n])."""
+row's own mined negatives are checked: column ``label`` = [s+, s-_1..s-_n]).
+
+A guide model reads its own tokens. The loss receives the student's token ids only, so when the two
+tokenizers differ (another vocabulary, another input layout such as static embeddings' flat ids,
+or a guide that reads fewer tokens) each column is decoded back to text with the student's
+tokenizer and tokenised again by the guide, as sentence-transformers' GISTEmbedLoss does. The
+guide then sees what the student saw: the text after the student's truncation and normalisation
+(an uncased student hands a cased guide lower-cased text)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -27,9 +35,24 @@ class GuidedInfoNCELoss(nn.Module):
             raise ValueError("give a guide model or use_scores=True")
         self.model, self.guide, self.use_scores, self.margin, self.scale = model, guide, use_scores, margin, scale
         self.masked_fraction = 0.0  # share of candidates masked in the last batch (for logging)
+        self.retokenize = guide is not None and not reads_same_tokens(model, guide)
 
     def _embed(self, model: Any, features: dict[str, Tensor]) -> Tensor:
         return nn.functional.normalize(model(features)["sentence_embedding"], dim=-1)
+
+    def guide_similarities(self, feats: list[dict[str, Tensor]]) -> Tensor:
+        """The guide's cosine similarity of every anchor (rows) to every candidate (columns), on
+        features in the guide's own tokens."""
+        from sentence_transformers.util import batch_to_device
+
+        if self.retokenize:
+            feats = [batch_to_device(self.guide.preprocess(decode(self.model, f)), self.guide.device) for f in feats]
+        else:
+            feats = [dict(f) for f in feats]  # a model writes its outputs into the dict it is given
+        with torch.no_grad():
+            g_anchor = self._embed(self.guide, feats[0])
+            g_docs = torch.cat([self._embed(self.guide, f) for f in feats[1:]])
+        return g_anchor @ g_docs.T
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         feats = list(sentence_features)
@@ -40,9 +63,7 @@ class GuidedInfoNCELoss(nn.Module):
         target = torch.arange(b, device=logits.device)
         with torch.no_grad():
             if self.guide is not None:
-                g_anchor = self._embed(self.guide, feats[0])
-                g_docs = torch.cat([self._embed(self.guide, f) for f in feats[1:]])
-                g = g_anchor @ g_docs.T
+                g = self.guide_similarities(feats).to(logits.device)
                 mask = g > (g[target, target] - self.margin)[:, None]
             else:
                 mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -60,3 +81,31 @@ class GuidedInfoNCELoss(nn.Module):
     @property
     def citation(self) -> str:
         return "GISTEmbed: Solatorio, 2024, arXiv:2402.16829"
+
+
+def reads_same_tokens(model: Any, guide: Any) -> bool:
+    """True when the guide can take the student's features as they are: one vocabulary, one input
+    layout (module type) and a guide that reads at least as many tokens."""
+    return (type(model[0]) is type(guide[0]) and guide.max_seq_length >= model.max_seq_length
+            and model.tokenizer.get_vocab() == guide.tokenizer.get_vocab())
+
+
+def decode(model: Any, features: dict[str, Tensor]) -> list[str]:
+    """The texts of one column, decoded from the student's token ids with its own tokenizer
+    (padding and special tokens dropped)."""
+    ids = features["input_ids"]
+    if "offsets" in features:  # static embeddings: one flat id list, row i starts at offsets[i]
+        bounds = [*features["offsets"].tolist(), ids.numel()]
+    elif "cu_seq_lens_q" in features:  # packed rows (flash attention): boundaries given
+        bounds = features["cu_seq_lens_q"].tolist()
+    else:
+        return _decode_rows(model.tokenizer, ids.tolist())
+    flat = ids.reshape(-1).tolist()
+    return _decode_rows(model.tokenizer, [flat[a:b] for a, b in pairwise(bounds)])
+
+
+def _decode_rows(tokenizer: Any, rows: list[list[int]]) -> list[str]:
+    """Decode with a transformers tokenizer (``batch_decode``) or a tokenizers one (``decode_batch``)."""
+    if hasattr(tokenizer, "batch_decode"):
+        return list(tokenizer.batch_decode(rows, skip_special_tokens=True))
+    return list(tokenizer.decode_batch(rows, skip_special_tokens=True))
