@@ -78,6 +78,11 @@ class GuidedInfoNCELoss(nn.Module):
         logits = logits.masked_fill(mask, float("-inf")) * self.scale
         return nn.functional.cross_entropy(logits, target)
 
+    def get_config_dict(self) -> dict[str, Any]:
+        """The settings recorded in the training manifest."""
+        return {"margin": self.margin, "scale": self.scale, "use_scores": self.use_scores,
+                "guide_retokenizes": self.retokenize}
+
     @property
     def citation(self) -> str:
         return "GISTEmbed: Solatorio, 2024, arXiv:2402.16829"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from importlib import metadata
@@ -65,6 +66,13 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.
     return table.select(keep)
 
 
+def loss_settings(loss: Any) -> dict[str, Any]:
+    """The loss object the trainer used, as it was built: its class and its own settings
+    (``get_config_dict``, e.g. MNRL's scale and hardness_strength), for the manifest."""
+    config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+    return {"class": type(loss).__name__, **json.loads(json.dumps(config, default=str))}
+
+
 def _set_max_length(student: Any, max_length: int | None, base_path: str) -> Any:
     """Set the student's token limit for training and return the one it had (restored before saving).
     A model with no limit to set (static embeddings read every token) refuses ``max_length``."""
@@ -108,8 +116,6 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     out = Path(cfg.out)
     done = out / MANIFEST
     if done.exists() and not overwrite:
-        import json
-
         if json.loads(done.read_text()).get("fingerprint") == key:
             return out
         raise RunError(f"{out}: a model trained with other settings is there (use --overwrite)")
@@ -145,6 +151,7 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
         "columns": table.column_names,
         "steps": int(result.global_step),
         "train_loss": float(result.training_loss),
+        "loss": loss_settings(loss),
         "device": str(student.device),
         "seconds": round(time.perf_counter() - t0, 1),
         "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
