@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import hardneg
-from hardneg.train import train
+from hardneg.training import train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -16,8 +17,8 @@ from hardneg.cli import app
 from hardneg.evaluate import Evaluation
 from hardneg.experiment import ExperimentConfig, paired_randomisation, results_markdown, summarise
 from hardneg.report import report
-from hardneg.train import training_table
-from hardneg.train.guided import GuidedInfoNCELoss
+from hardneg.training import training_table
+from hardneg.training.guided import GuidedInfoNCELoss
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -27,6 +28,26 @@ runner = CliRunner()
 def run(scifact_slice, cache_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("trainrun") / "run"
     return hardneg.mine(scifact_slice, teacher="bm25", num_negatives=3, out=str(out), cache_dir=str(cache_dir))
+
+
+def tiny(static_model: str, **options) -> dict:
+    """Settings for the cheapest real training: the packaged static model, small batches, one step."""
+    return {"model": static_model, "batch_size": 4, "max_steps": 1, "warmup_ratio": 0.0, "progress": False} | options
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((Path(out) / "hardneg_train.json").read_text())
+
+
+def test_the_public_train_function_works_twice_and_after_the_training_package_is_imported(run, static_model,
+                                                                                          tmp_path):
+    """``hardneg.train`` is a function; importing the training code (the first call does, and so do
+    ``hardneg.experiment`` and ``hardneg.cli``) must never rebind that name to a module."""
+    assert manifest_of(hardneg.train(run, tmp_path / "a", **tiny(static_model)))["steps"] == 1
+    for module in ("hardneg.training.trainer", "hardneg.experiment", "hardneg.cli"):
+        importlib.import_module(module)
+    assert callable(hardneg.train)
+    assert manifest_of(hardneg.train(run, tmp_path / "b", **tiny(static_model)))["steps"] == 1
 
 
 def test_training_tables(run):
@@ -56,6 +77,26 @@ def test_guided_loss_masks_what_the_guide_ranks_above_the_positive(static_model)
     guided = GuidedInfoNCELoss(model, guide=model)
     guided(feats)
     assert 0.0 <= guided.masked_fraction < 1.0
+
+
+def test_a_guide_with_another_tokenizer_scores_the_texts_not_the_students_token_ids(static_model, scifact_slice):
+    """The static student (a 276k-entry unigram vocabulary) guided by MiniLM (BERT's 30k WordPiece):
+    the guide must score the batch's texts as it would on its own, not read the student's ids as its own."""
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.fingerprint import resolve_model
+
+    student, guide = SentenceTransformer(static_model), SentenceTransformer(resolve_model(None))
+    queries = [str(t) for t in scifact_slice.query_texts[:3]]
+    docs = [[str(t) for t in scifact_slice.doc_texts[i:i + 3]] for i in (0, 3)]  # positive, one negative
+    loss = GuidedInfoNCELoss(student, guide=guide)
+    got = loss.guide_similarities([student.preprocess(col) for col in [queries, *docs]])
+    q = guide.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
+    d = guide.encode(docs[0] + docs[1], convert_to_tensor=True, normalize_embeddings=True)
+    torch.testing.assert_close(got, q @ d.T, atol=1e-5, rtol=1e-5)
+    same = GuidedInfoNCELoss(guide, guide=guide)  # one tokenizer: the ids are passed on as they are
+    torch.testing.assert_close(same.guide_similarities([guide.preprocess(col) for col in [queries, *docs]]), q @ d.T,
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_train_cli_saves_a_model_linked_to_its_run(run, tmp_path):
@@ -101,10 +142,10 @@ def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget(tmp
     assert equal["equal_steps"] and "Unequal budget" not in results_markdown(equal)
 
 
-def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
+def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir, scifact_dir):
     cfg = tmp_path / "exp.yaml"
     shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
-    text = cfg.read_text().replace("../../shared/data/scifact", str(ROOT.parent / "shared" / "data" / "scifact"))
+    text = cfg.read_text().replace("../../shared/data/scifact", str(scifact_dir))
     text = text.replace("  - name: in-batch\n", "  - name: in-batch\n    budget: {max_length: 48}\n")  # an override
     cfg.write_text(text)
     out = tmp_path / "exp"
@@ -152,11 +193,11 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir):
     assert page.count("<svg") == 7 and "st-recipe" in page and "<script" not in page
 
 
-def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir):
+def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir, scifact_dir):
     """``--seeds`` runs one seed of every variant (one process or GPU each); joining the folders and
     rerunning with both seeds reuses every cell and reports both seeds."""
     cfg = tmp_path / "exp.yaml"
-    data = ROOT.parent / "shared" / "data" / "scifact"
+    data = scifact_dir
     cfg.write_text(f"name: split\ndataset: {data}\nseeds: [0]\nvariants:\n"
                    "  - {name: in-batch, loss: mnrl, mine: {teacher: bm25, filter: none, num_negatives: 1}}\n")
     parts = {s: tmp_path / f"part-{s}" for s in (0, 1)}
@@ -177,25 +218,99 @@ def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_pa
     assert bad.exit_code != 0 and "--seeds" in bad.output
 
 
-def test_training_batches_never_repeat_a_query_or_document_id(run):
-    """The trainer's NO_DUPLICATES sampler compares texts; one id has one text, so no id repeats in
-    a batch. Checked by id, on a table where rows do share ids (the check could fail)."""
-    import datasets
-    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+def test_the_batches_the_trainer_builds_never_repeat_a_query_or_document_id(run, static_model, tmp_path,
+                                                                            monkeypatch):
+    """The NO_DUPLICATES sampler compares texts; one id has one text, so no id repeats in a batch.
+    Checked on the rows hardneg's trainer hands to its collator in a real one-epoch run, by id, on a
+    table where rows do share ids (a plain sampler would repeat them)."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.data_collator import (
+        SentenceTransformerDataCollator,
+    )
 
+    batches: list[list[dict]] = []
+
+    class Recording(SentenceTransformerDataCollator):
+        def __call__(self, features):
+            batches.append([dict(row) for row in features])
+            return super().__call__(features)
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "data_collator_class", Recording)
+    out = hardneg.train(run, tmp_path / "m", **tiny(static_model, batch_size=16, max_steps=-1))
     col = run.collection()
     qid = dict(zip(col.query_texts, col.query_ids.tolist()))
     did = dict(zip(col.doc_texts, col.doc_ids.tolist()))
     table = training_table(run, "mnrl-hn")
-    rows = [[qid[r["anchor"]]] + [did[r[c]] for c in table.column_names[1:]] for r in table.to_pylist()]
-    _, counts = np.unique(np.concatenate(rows), return_counts=True)
-    assert counts.max() > 1  # ids are shared between rows: a naive sampler would repeat them
-    sampler = NoDuplicatesBatchSampler(datasets.Dataset(table), batch_size=8, drop_last=False, seed=0)
-    batches = list(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(len(rows)))
+
+    def ids(row: dict) -> list[str]:
+        return [qid[row["anchor"]]] + [did[row[c]] for c in table.column_names[1:]]
+
+    _, counts = np.unique(np.concatenate([ids(r) for r in table.to_pylist()]), return_counts=True)
+    assert counts.max() > 1
+    steps = manifest_of(out)["steps"]
+    assert 1 < steps <= len(batches)  # every trained batch was recorded (the loader may fetch one ahead)
+    rows = [tuple(r.values()) for b in batches for r in b]
+    assert len(rows) == len(set(rows))  # one pass over the table
     for b in batches:
-        ids = [x for i in b for x in rows[i]]
-        assert len(ids) == len(set(ids)), b
+        in_batch = [x for r in b for x in ids(r)]
+        assert len(in_batch) == len(set(in_batch)), in_batch
+
+
+def weights_moved(base: str | Path, trained: str | Path) -> float:
+    """The largest change of any weight between two saved models."""
+    from safetensors.numpy import load_file
+
+    a, b = (load_file(str(Path(p) / "model.safetensors")) for p in (base, trained))
+    common = a.keys() & b.keys()  # a saved model may leave out buffers such as BERT's position_ids
+    assert len(common) > 0.9 * len(a)
+    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in common)
+
+
+@pytest.fixture(scope="module")
+def mnrl_hn_step(run, static_model, tmp_path_factory) -> dict:
+    """The manifest of one step of mnrl-hn on the static model: the reference hardness_strength is compared with."""
+    return manifest_of(hardneg.train(run, tmp_path_factory.mktemp("mnrl-hn") / "m", **tiny(static_model)))
+
+
+def shuffled_scores(run):
+    """The run with every query's negative scores taken from another query (teacher scores that lie)."""
+    from hardneg.runs import Run
+
+    neg = run.negatives
+    i = neg.column_names.index("negative_scores")
+    moved = neg.column(i).take(np.roll(np.arange(neg.num_rows), 1))
+    manifest = run.manifest | {"config_fingerprint": run.manifest["config_fingerprint"] + "-shuffled"}
+    return Run(neg.set_column(i, "negative_scores", moved), run.candidates, manifest, None, run.collection())
+
+
+@pytest.mark.parametrize("loss", ["cached-mnrl", "margin-mse", "kl"])
+def test_each_loss_trains_the_model_on_what_the_run_holds(loss, run, static_model, tmp_path):
+    """One real step per loss: the logged loss is finite and the weights moved. The distillation losses
+    read the teacher's scores, so scores taken from other queries change the loss. cached-mnrl (GradCache,
+    here in mini-batches of 2) cannot split static embeddings' flat inputs: it trains MiniLM at 16 tokens."""
+    from hardneg.fingerprint import resolve_model
+
+    model = resolve_model(None) if loss == "cached-mnrl" else static_model
+    options = tiny(model, loss=loss, mini_batch_size=2, **({"max_length": 16} if loss == "cached-mnrl" else {}))
+    manifest = manifest_of(out := hardneg.train(run, tmp_path / "m", **options))
+    assert manifest["steps"] == 1 and np.isfinite(manifest["train_loss"]) and manifest["train_loss"] > 0
+    assert weights_moved(model, out) > 1e-7
+    if loss == "cached-mnrl":
+        assert manifest["loss"]["class"] == "CachedMultipleNegativesRankingLoss"
+        assert manifest["loss"]["mini_batch_size"] == 2
+    else:
+        lied = manifest_of(hardneg.train(shuffled_scores(run), tmp_path / "lied", **options))
+        assert lied["train_loss"] != pytest.approx(manifest["train_loss"], rel=1e-3)
+
+
+def test_hardness_strength_reaches_the_loss_and_changes_it(run, static_model, mnrl_hn_step, tmp_path):
+    assert mnrl_hn_step["loss"]["hardness_strength"] == 0.0
+    out = hardneg.train(run, tmp_path / "m", **tiny(static_model, hardness_strength=5.0))
+    manifest = manifest_of(out)
+    assert manifest["loss"]["class"] == "MultipleNegativesRankingLoss"
+    assert manifest["loss"]["hardness_strength"] == 5.0 and manifest["loss"]["hardness_mode"] == "hard_negatives"
+    assert np.isfinite(manifest["train_loss"])
+    assert manifest["train_loss"] != pytest.approx(mnrl_hn_step["train_loss"], rel=1e-3)
 
 
 def test_grid_expands_to_one_variant_per_combination():

@@ -13,11 +13,12 @@ from .stats import stats
 
 
 def train(*args: Any, **kwargs: Any) -> Any:
-    """Fine-tune a bi-encoder on a run's negatives (:func:`hardneg.train.trainer.train`). Imported
-    on first use, so that mining never loads torch unless it encodes."""
-    from .train.trainer import train as _train
+    """Fine-tune a bi-encoder on a run's negatives (:func:`hardneg.training.trainer.train`). Imported
+    on first use, so that mining never loads torch unless it encodes. The package is named
+    ``training``, not ``train``: importing a subpackage sets it as an attribute of its parent, which
+    would replace this function."""
+    from .training.trainer import train as _train
 
-    globals()["train"] = train  # importing the subpackage rebinds the name: keep this function
     return _train(*args, **kwargs)
 
 

@@ -381,7 +381,7 @@ def train(
 ) -> None:
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
     from .runs import Run
-    from .train import train as train_fn
+    from .training import train as train_fn
 
     run = _call(Run.load, negatives)
     if dataset is not None and str(Path(dataset).resolve()) != str(Path(run.manifest["config"]["dataset"]).resolve()):

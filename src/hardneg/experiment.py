@@ -207,8 +207,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     """Run (or resume) every cell and write results.json and results.md into ``out``.
     ``only`` restricts the run to some variants (the baseline is kept if it was set); ``seeds`` replaces
     every variant's seeds (see :meth:`ExperimentConfig.with_seeds`)."""
-    from .train import TrainConfig, train, train_table
-    from .train.trainer import MANIFEST
+    from .training import TrainConfig, train, train_table
+    from .training.trainer import MANIFEST
 
     if quick:
         cfg = _quick(cfg)

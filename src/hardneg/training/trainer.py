@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from importlib import metadata
@@ -65,6 +66,25 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.
     return table.select(keep)
 
 
+def loss_settings(loss: Any) -> dict[str, Any]:
+    """The loss object the trainer used, as it was built: its class and its own settings
+    (``get_config_dict``, e.g. MNRL's scale and hardness_strength), for the manifest."""
+    config = loss.get_config_dict() if hasattr(loss, "get_config_dict") else {}
+    return {"class": type(loss).__name__, **json.loads(json.dumps(config, default=str))}
+
+
+def _set_max_length(student: Any, max_length: int | None, base_path: str) -> Any:
+    """Set the student's token limit for training and return the one it had (restored before saving).
+    A model with no limit to set (static embeddings read every token) refuses ``max_length``."""
+    full_length = student.max_seq_length
+    if max_length:
+        try:
+            student.max_seq_length = max_length
+        except AttributeError:
+            raise ConfigError(f"max_length: the model {base_path} has no token limit to set") from None
+    return full_length
+
+
 def train(negatives: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
           progress: bool = True, **options: Any) -> Path:
     """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
@@ -96,8 +116,6 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     out = Path(cfg.out)
     done = out / MANIFEST
     if done.exists() and not overwrite:
-        import json
-
         if json.loads(done.read_text()).get("fingerprint") == key:
             return out
         raise RunError(f"{out}: a model trained with other settings is there (use --overwrite)")
@@ -107,9 +125,7 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     if table.num_rows < 2:
         raise ConfigError(f"only {table.num_rows} training rows for loss '{cfg.loss}'")
     student = SentenceTransformer(base_path)
-    full_length = student.max_seq_length
-    if cfg.max_length:
-        student.max_seq_length = cfg.max_length
+    full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
     staging = out.with_name(f".{out.name}.partial")
@@ -123,7 +139,8 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
     result = trainer.train()
     shutil.rmtree(staging / "_trainer", ignore_errors=True)
-    student.max_seq_length = full_length  # a shorter training length is a training economy only
+    if cfg.max_length:
+        student.max_seq_length = full_length  # a shorter training length is a training economy only
     student.save(str(staging))
     write_json(staging / MANIFEST, {
         "fingerprint": key,
@@ -134,6 +151,7 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
         "columns": table.column_names,
         "steps": int(result.global_step),
         "train_loss": float(result.training_loss),
+        "loss": loss_settings(loss),
         "device": str(student.device),
         "seconds": round(time.perf_counter() - t0, 1),
         "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
