@@ -30,9 +30,9 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from hardneg import load
-    from hardneg.encoders import EXPORTED, export_graph
-    from hardneg.evaluate import evaluate
-    from hardneg.fingerprint import resolve_model
+    from hardneg.candidates.encoders import EXPORTED, export_graph
+    from hardneg.evaluation.retrieval import evaluate
+    from hardneg.runs.fingerprint import resolve_model
 
     col = load(args.data, "test")
     tok = Tokenizer.from_file(str(Path(resolve_model(None)) / "tokenizer.json"))
@@ -44,7 +44,7 @@ def main() -> None:
     for enc in args.encoders.split(","):
         cache = Path(tempfile.mkdtemp(prefix=f"hn-enc-{enc}-"))
         if enc in EXPORTED:  # the one-off export is not encoding time: do it first
-            from hardneg.fingerprint import folder_fingerprint
+            from hardneg.runs.fingerprint import folder_fingerprint
 
             model = Path(resolve_model(None))
             export_graph(enc, model, cache / "onnx" / folder_fingerprint(model, cache))

@@ -89,7 +89,7 @@ def main() -> None:
               "--max-depth", "50", "--quiet", "--overwrite"]
     st_cmd = [sys.executable, __file__, "--child", "st", "--data", str(args.data), "--cache", str(work / "st-cache"),
               "--out", str(work / "st-negatives.json")]
-    from hardneg.encoders import EXPORTED, resolve_encoder
+    from hardneg.candidates.encoders import EXPORTED, resolve_encoder
 
     results = {}
     runs: list[tuple[str, list[str], Path | None]] = []  # (label, command, cache to empty of embeddings first)

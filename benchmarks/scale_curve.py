@@ -35,7 +35,7 @@ def unit(x: np.ndarray) -> np.ndarray:
 
 def generate(path: Path, n: int, seed: int = 0, chunk: int = 250_000) -> None:
     """Clustered unit vectors, written chunk by chunk (never the whole corpus in memory)."""
-    from hardneg.store import write_rows
+    from hardneg.runs.store import write_rows
 
     centers = unit(np.random.default_rng(seed).standard_normal((CENTERS, DIM)).astype(np.float32))
 
@@ -51,9 +51,7 @@ def generate(path: Path, n: int, seed: int = 0, chunk: int = 250_000) -> None:
 
 def child(path: Path, nq: int, kind: str, out: Path) -> None:
 
-    from hardneg.filters import FilterSpec, apply_filters
-    from hardneg.samplers import SamplerSpec, id_hashes, sample
-    from hardneg.search import (
+    from hardneg.candidates.search import (
         POOL_PAD,
         exact_rerank,
         faiss_pool,
@@ -62,7 +60,9 @@ def child(path: Path, nq: int, kind: str, out: Path) -> None:
         recall_at,
         running_topk,
     )
-    from hardneg.store import EmbeddingMatrix
+    from hardneg.decisions.filters import FilterSpec, apply_filters
+    from hardneg.runs.store import EmbeddingMatrix
+    from hardneg.sampling import SamplerSpec, id_hashes, sample
 
     docs = EmbeddingMatrix(path)
     n = docs.shape[0]

@@ -32,7 +32,7 @@ def main() -> None:
     run = hardneg.mine(col, teacher="dense", filter="percpos:0.95", num_negatives=4, cache_dir=args.cache_dir)
     from sentence_transformers import SentenceTransformer
 
-    from hardneg.fingerprint import resolve_model
+    from hardneg.runs.fingerprint import resolve_model
 
     tok = SentenceTransformer(resolve_model(None)).tokenizer
     lengths = np.array([len(tok(t, add_special_tokens=True)["input_ids"]) for t in col.doc_texts])

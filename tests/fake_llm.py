@@ -10,7 +10,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
-from hardneg.llm import PROBE, PROMPT
+from hardneg.decisions.llm import PROBE, PROMPT
 
 
 class FakeLLM:

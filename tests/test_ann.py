@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from hardneg.search import add_vectors, recall_at, trained_index
-from hardneg.teachers.dense import ANN_RECALL_WARN, DenseTeacher
+from hardneg.candidates.search import add_vectors, recall_at, trained_index
+from hardneg.candidates.teachers.dense import ANN_RECALL_WARN, DenseTeacher
 
 N_DOCS, DIM, N_Q, K = 20_000, 32, 300, 20
 

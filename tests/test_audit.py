@@ -16,19 +16,24 @@ from typer.testing import CliRunner
 
 from hardneg import mine as hardneg_mine
 from hardneg.audit import Hidden, hide_positives, measure, stage_prefixes
-from hardneg.calibration import FALLBACK, calibrated_threshold, leave_one_out, leave_one_out_percpos
 from hardneg.cli import app
-from hardneg.data import Collection, Qrels
-from hardneg.errors import ConfigError
-from hardneg.filters import REASONS, FilterSpec
-from hardneg.runs import Run
-from hardneg.similarity import (
+from hardneg.collection.data import Collection, Qrels
+from hardneg.decisions.calibration import (
+    FALLBACK,
+    calibrated_threshold,
+    leave_one_out,
+    leave_one_out_percpos,
+)
+from hardneg.decisions.filters import REASONS, FilterSpec
+from hardneg.decisions.similarity import (
     knn_positive_share,
     max_to_positives,
     pair_cosine,
     pair_jaccard,
     shingle_matrix,
 )
+from hardneg.errors import ConfigError
+from hardneg.runs.run import Run
 
 runner = CliRunner()
 
@@ -153,7 +158,7 @@ def test_cascade_cuts_naive_false_negatives_by_70_percent_on_cranfield(cranfield
 
 
 def test_platt_scaling_recovers_a_known_calibration():
-    from hardneg.judge import auc, platt
+    from hardneg.decisions.cross_encoder import auc, platt
 
     rng = np.random.default_rng(0)
     x = rng.normal(0, 2, 20000)
@@ -229,7 +234,7 @@ def test_llm_sees_only_the_cross_encoder_band_and_relabel_needs_both(trained_jud
     yes/no by a hash of the prompt, so the two judges disagree on some pairs."""
     from fake_llm import PROBE_PROMPT, FakeLLM
 
-    from hardneg.llm import LLMConfig, LLMJudge
+    from hardneg.decisions.llm import LLMConfig, LLMJudge
 
     def says_yes(prompt: str) -> bool:
         return hashlib.sha256(prompt.encode()).digest()[0] % 2 == 0

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import hardneg
-from hardneg.cache import Cache
-from hardneg.fingerprint import default_model_path, folder_fingerprint
+from hardneg.runs.cache import Cache
+from hardneg.runs.fingerprint import default_model_path, folder_fingerprint
 
 
 def test_threshold_change_reuses_embeddings_model_change_does_not(scifact_slice, static_model, tmp_path):

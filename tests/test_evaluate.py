@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hardneg
-from hardneg.data import Collection, Qrels
-from hardneg.evaluate import (
+from hardneg.collection.data import Collection, Qrels
+from hardneg.evaluation.retrieval import (
     Ranking,
     columnar_metrics,
     evaluate_ranking,
@@ -118,8 +118,8 @@ def test_columnar_path_equals_pytrec_eval(data):
 @pytest.fixture(scope="module")
 def scifact_bm25_ranking(scifact_dir, tmp_path_factory):
     """BM25's top 1,000 for every judged SciFact test query (the real evaluation's ranking)."""
-    from hardneg.cache import Cache
-    from hardneg.teachers import BM25Teacher
+    from hardneg.candidates.teachers import BM25Teacher
+    from hardneg.runs.cache import Cache
 
     col = hardneg.load(scifact_dir, "test")
     teacher = BM25Teacher()

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 from fake_llm import PROBE_PROMPT, FakeLLM
 
-from hardneg.errors import HardnegError
-from hardneg.io import sha256_file
-from hardneg.llm import (
+from hardneg.decisions.llm import (
     PROMPT,
     LLMConfig,
     LLMJudge,
@@ -29,6 +27,8 @@ from hardneg.llm import (
     http_identity,
     yes_probability,
 )
+from hardneg.errors import HardnegError
+from hardneg.runs.files import sha256_file
 
 
 def test_yes_probability_reads_both_answers_and_refuses_neither():
@@ -206,7 +206,7 @@ def test_a_few_llm_errors_are_counted_and_shown(slice_dir, cache_dir, fake_llm, 
     from typer.testing import CliRunner
 
     from hardneg.cli import app
-    from hardneg.runs import Run
+    from hardneg.runs.run import Run
 
     def fails(prompt: str) -> bool:
         return prompt != PROBE_PROMPT and hashlib.sha256(prompt.encode()).hexdigest()[0] in "01"

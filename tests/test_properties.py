@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hardneg
-from hardneg.filters import FilterSpec
+from hardneg.decisions.filters import FilterSpec
 
 WORDS = ["protein", "cell", "cancer", "gene", "virus", "brain", "heart", "drug", "mouse", "human",
          "risk", "blood", "bone", "lung", "liver", "diet", "sleep", "fever"]
@@ -137,7 +137,7 @@ def tied_vectors(draw):
 def _dense_on(docs: np.ndarray, queries: np.ndarray, search: str, doc_chunk: int):
     """The dense teacher's real search paths on given vectors: encoding thousands of texts per
     example would be slow, and generated vectors put ties exactly where they are wanted."""
-    from hardneg.teachers.dense import DenseTeacher
+    from hardneg.candidates.teachers.dense import DenseTeacher
 
     t = DenseTeacher(search=search, encoder="torch")
     t._docs, t._queries, t._qrow = docs, queries, np.arange(len(queries))
@@ -151,7 +151,7 @@ def test_chunked_running_topk_and_boundary_rescoring_equal_a_full_sort(data):
     """exact (chunked faiss knn + running top-k), faiss-flat and the generic score-block path
     (BM25's) all return exactly the full float64 sort by (score desc, doc index asc); every query
     whose k-th score ties with a document beyond the pool was rescored over the whole corpus."""
-    from hardneg.search import POOL_PAD, exact_rerank, pair_dot, running_topk
+    from hardneg.candidates.search import POOL_PAD, exact_rerank, pair_dot, running_topk
 
     docs, queries, k, chunk = data
     n, nq = len(docs), len(queries)

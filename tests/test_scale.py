@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardneg.search import knn_block_topk, running_topk
-from hardneg.store import EmbeddingMatrix, write_rows
+from hardneg.candidates.search import knn_block_topk, running_topk
+from hardneg.runs.store import EmbeddingMatrix, write_rows
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -106,8 +106,8 @@ def test_killed_run_resumes_without_redoing_shards_and_gives_the_same_bytes(slic
 def test_onnx_encoders_agree_with_sentence_transformers(scifact_slice, tmp_path):
     """The ONNX export (from the local folder) gives ST's embeddings; int8 stays close; bf16 and
     OpenVINO (bf16 on this CPU, fp16 weights) too, over texts of every length in uneven batches."""
-    from hardneg.encoders import load_encoder
-    from hardneg.fingerprint import resolve_model
+    from hardneg.candidates.encoders import load_encoder
+    from hardneg.runs.fingerprint import resolve_model
 
     path = resolve_model(None)
     texts = list(scifact_slice.doc_texts[:24]) + list(scifact_slice.query_texts[:8])
@@ -176,7 +176,7 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
     import importlib.util
 
     from hardneg import encoders
-    from hardneg.fingerprint import default_model_path
+    from hardneg.runs.fingerprint import default_model_path
 
     installed = {"openvino"}
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
@@ -192,7 +192,7 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
     assert encoders.resolve_encoder("onnx-int8", "cpu") == "onnx-int8"
     with pytest.raises(encoders.ConfigError, match="unknown encoder"):
         encoders.resolve_encoder("tensorrt", "cpu")
-    code = ("import sys; from hardneg.encoders import resolve_encoder; print(resolve_encoder('auto', None)); "
+    code = ("import sys; from hardneg.candidates.encoders import resolve_encoder; print(resolve_encoder('auto', None)); "
             "assert not {'torch', 'openvino', 'onnxruntime'} & set(sys.modules), 'imported to decide'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

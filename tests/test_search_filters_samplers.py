@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
+from hardneg.candidates.search import exact_rerank, faiss_pool, running_topk
+from hardneg.decisions.filters import FilterSpec, apply_filters, positive_reference, threshold_drops
 from hardneg.errors import ConfigError
-from hardneg.filters import FilterSpec, apply_filters, positive_reference, threshold_drops
-from hardneg.samplers import SamplerSpec, id_hashes, pair_uniform, sample
-from hardneg.search import exact_rerank, faiss_pool, running_topk
+from hardneg.sampling import SamplerSpec, id_hashes, pair_uniform, sample
 
 
 def brute(q: np.ndarray, d: np.ndarray, k: int) -> np.ndarray:
@@ -170,7 +170,7 @@ def test_bm25s_import_leaves_the_gpu_to_the_trainer():
     import subprocess
     import sys
 
-    code = ("import os; from hardneg.teachers.bm25 import import_bm25s; import_bm25s(); "
+    code = ("import os; from hardneg.candidates.teachers.bm25 import import_bm25s; import_bm25s(); "
             "print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
     env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -184,7 +184,7 @@ def test_bm25_stem_matches_morphological_variants_that_plain_bm25_misses(tmp_pat
     """``bm25:stem``: the query "run" finds the document that only says "running" (Snowball stems both
     to "run") and takes it as the hardest negative; plain BM25 scores it 0. The two teachers describe and fingerprint themselves apart."""
     import hardneg
-    from hardneg.data import Collection, Qrels
+    from hardneg.collection.data import Collection, Qrels
 
     docs = ["a cat sat on the mat", "the hills are green", "weather reports predict rain",
             "runners were running across the hills"]

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 import hardneg
 from hardneg.audit import audit
+from hardneg.candidates.encoders import resolve_encoder
 from hardneg.config import MineConfig
-from hardneg.encoders import resolve_encoder
+from hardneg.decisions.filters import CASCADE, FilterSpec
 from hardneg.errors import ConfigError, RunError
-from hardneg.filters import CASCADE, FilterSpec
-from hardneg.samplers import SAMPLERS, SamplerSpec
+from hardneg.sampling import SAMPLERS, SamplerSpec
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
 
@@ -82,7 +82,7 @@ def filter_rules(draw: st.DrawFn) -> tuple[FilterSpec, str]:
 
 @st.composite
 def filter_chains(draw: st.DrawFn) -> tuple[Any, str]:
-    from hardneg.filters import FilterChain
+    from hardneg.decisions.filters import FilterChain
 
     rules, words = [], []
     for _ in range(draw(st.integers(0, 4))):
@@ -165,7 +165,7 @@ def _fixed_point(parse, value, text: str) -> None:
 @SETTINGS
 @given(filter_chains())
 def test_filter_spellings_parse_to_one_canonical_string(case):
-    from hardneg.filters import FilterChain
+    from hardneg.decisions.filters import FilterChain
 
     _fixed_point(FilterChain.parse, *case)
     chain, text = case
@@ -244,7 +244,7 @@ def test_api_checks_specs_before_loading(tmp_path):
 def test_a_model_that_is_nowhere_is_a_config_error(tmp_path):
     """Resolving ``auto`` may need the model's folder, before the data is read: a model that is neither
     a folder nor on the Hub (offline here) is an error naming it, not a traceback from the Hub client."""
-    from hardneg.fingerprint import resolve_model
+    from hardneg.runs.fingerprint import resolve_model
 
     for model in (str(tmp_path / "no-such-model"), "no-such-org/no-such-model"):
         with pytest.raises(ConfigError, match=f"model '{model}': no such folder"):

@@ -14,9 +14,14 @@ from typer.testing import CliRunner
 
 import hardneg
 from hardneg.cli import app
-from hardneg.evaluate import Evaluation
-from hardneg.experiment import ExperimentConfig, paired_randomisation, results_markdown, summarise
-from hardneg.report import report
+from hardneg.evaluation.retrieval import Evaluation
+from hardneg.experiment.grid import (
+    ExperimentConfig,
+    paired_randomisation,
+    results_markdown,
+    summarise,
+)
+from hardneg.experiment.report import report
 from hardneg.training import training_table
 from hardneg.training.guided import GuidedInfoNCELoss
 
@@ -44,7 +49,7 @@ def test_the_public_train_function_works_twice_and_after_the_training_package_is
     """``hardneg.train`` is a function; importing the training code (the first call does, and so do
     ``hardneg.experiment`` and ``hardneg.cli``) must never rebind that name to a module."""
     assert manifest_of(hardneg.train(run, tmp_path / "a", **tiny(static_model)))["steps"] == 1
-    for module in ("hardneg.training.trainer", "hardneg.experiment", "hardneg.cli"):
+    for module in ("hardneg.training.trainer", "hardneg.experiment.grid", "hardneg.cli"):
         importlib.import_module(module)
     assert callable(hardneg.train)
     assert manifest_of(hardneg.train(run, tmp_path / "b", **tiny(static_model)))["steps"] == 1
@@ -84,7 +89,7 @@ def test_a_guide_with_another_tokenizer_scores_the_texts_not_the_students_token_
     the guide must score the batch's texts as it would on its own, not read the student's ids as its own."""
     from sentence_transformers import SentenceTransformer
 
-    from hardneg.fingerprint import resolve_model
+    from hardneg.runs.fingerprint import resolve_model
 
     student, guide = SentenceTransformer(static_model), SentenceTransformer(resolve_model(None))
     queries = [str(t) for t in scifact_slice.query_texts[:3]]
@@ -172,7 +177,7 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir, scifac
     dev_ids = {json.loads(x)["query_id"] for x in (out / "base" / "dev_per_query.jsonl").read_text().splitlines()}
     test_ids = {json.loads(x)["query_id"] for x in (out / "base" / "per_query.jsonl").read_text().splitlines()}
     assert len(dev_ids) == 10 and not dev_ids & test_ids
-    from hardneg.runs import Run
+    from hardneg.runs.run import Run
 
     for name in dev_scores:
         run = Run.load(out / "variants" / name / "run")
@@ -274,7 +279,7 @@ def mnrl_hn_step(run, static_model, tmp_path_factory) -> dict:
 
 def shuffled_scores(run):
     """The run with every query's negative scores taken from another query (teacher scores that lie)."""
-    from hardneg.runs import Run
+    from hardneg.runs.run import Run
 
     neg = run.negatives
     i = neg.column_names.index("negative_scores")
@@ -288,7 +293,7 @@ def test_each_loss_trains_the_model_on_what_the_run_holds(loss, run, static_mode
     """One real step per loss: the logged loss is finite and the weights moved. The distillation losses
     read the teacher's scores, so scores taken from other queries change the loss. cached-mnrl (GradCache,
     here in mini-batches of 2) cannot split static embeddings' flat inputs: it trains MiniLM at 16 tokens."""
-    from hardneg.fingerprint import resolve_model
+    from hardneg.runs.fingerprint import resolve_model
 
     model = resolve_model(None) if loss == "cached-mnrl" else static_model
     options = tiny(model, loss=loss, mini_batch_size=2, **({"max_length": 16} if loss == "cached-mnrl" else {}))
@@ -314,7 +319,7 @@ def test_hardness_strength_reaches_the_loss_and_changes_it(run, static_model, mn
 
 
 def test_grid_expands_to_one_variant_per_combination():
-    from hardneg.experiment import ExperimentConfig
+    from hardneg.experiment.grid import ExperimentConfig
 
     cfg = ExperimentConfig(dataset="d", variants=[{"name": "st", "kind": "st"}],
                            grid={"teacher": ["bm25", "dense:/models/x"], "filter": ["none", "percpos:0.95"],

@@ -2,14 +2,14 @@
 
 from typing import Any
 
+from .collection.data import Collection, Qrels, load, load_beir, load_hf, load_pairs, save_beir
 from .config import MineConfig
-from .data import Collection, Qrels, load, load_beir, load_hf, load_pairs, save_beir
 from .errors import ConfigError, DataError, HardnegError, RunError
-from .evaluate import Evaluation, evaluate
+from .evaluation.retrieval import Evaluation, evaluate
 from .export import FORMATS, export, to_dataset
 from .mine import mine
-from .runs import Run
-from .stats import stats
+from .runs.run import Run
+from .runs.summary import stats
 
 
 def train(*args: Any, **kwargs: Any) -> Any:

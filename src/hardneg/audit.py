@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from .collection.data import Collection, Qrels, load
 from .config import MineConfig
-from .data import Collection, Qrels, load
+from .decisions.filters import FilterChain
 from .errors import ConfigError
-from .filters import FilterChain
 from .mine import mine
 from .progress import SILENT, Reporter
-from .runs import Run
+from .runs.run import Run
 
 QUANTILES = (0.1, 0.5, 0.9)
 

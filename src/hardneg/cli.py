@@ -248,8 +248,8 @@ def train_judge(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a cross-encoder judge on labelled pairs plus mined negatives, calibrated on dev queries."""
-    from .judge import MANIFEST
-    from .judge import train_judge as train_fn
+    from .decisions.cross_encoder import MANIFEST
+    from .decisions.cross_encoder import train_judge as train_fn
 
     path = _call(train_fn, negatives, out_dir, model=model, dev_queries=dev_queries, seed=seed, epochs=epochs,
                  max_steps=max_steps, batch_size=batch_size, max_length=max_length, overwrite=overwrite,
@@ -283,8 +283,8 @@ def stats(
     bins: Annotated[int, Opt(help="histogram bins")] = 10,
 ) -> None:
     """Counts, shortfall and score histograms (positives vs selected vs kept vs dropped)."""
-    from .runs import Run
-    from .stats import stats as stats_fn
+    from .runs.run import Run
+    from .runs.summary import stats as stats_fn
 
     run = _call(Run.load, run_dir)
     s = stats_fn(run, bins)
@@ -338,8 +338,8 @@ def evaluate(
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
     """Retrieve over the whole corpus and report nDCG@10, Recall@100, MRR@10 (pytrec_eval semantics)."""
-    from .evaluate import DEFAULT_MEASURES
-    from .evaluate import evaluate as evaluate_fn
+    from .evaluation.retrieval import DEFAULT_MEASURES
+    from .evaluation.retrieval import evaluate as evaluate_fn
     from .progress import Reporter
 
     measures = tuple(measure) if measure else DEFAULT_MEASURES
@@ -380,7 +380,7 @@ def train(
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
-    from .runs import Run
+    from .runs.run import Run
     from .training import train as train_fn
 
     run = _call(Run.load, negatives)
@@ -404,7 +404,7 @@ def experiment(
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
     """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
-    from .experiment import ExperimentConfig, run_experiment
+    from .experiment.grid import ExperimentConfig, run_experiment
     from .progress import Reporter
 
     cfg = _call(ExperimentConfig.from_file, config)
@@ -417,7 +417,7 @@ def experiment(
     except ValueError:
         _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
     results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only, seed_list)
-    from .experiment import results_markdown
+    from .experiment.grid import results_markdown
 
     print(results_markdown(results))
     print(f"results in {folder}/results.md and results.json")
@@ -429,7 +429,7 @@ def report(
     out_path: Annotated[Path | None, Opt("--out", help="HTML file [default: EXP_DIR/report.html]")] = None,
 ) -> None:
     """Write one self-contained HTML report for an experiment."""
-    from .report import report as report_fn
+    from .experiment.report import report as report_fn
 
     path = _call(report_fn, exp_dir, out_path)
     out.print(f"wrote {path}")

@@ -21,13 +21,13 @@ from pydantic import (
     model_validator,
 )
 
-from .encoders import ENCODERS, resolve_for_model
+from .candidates.encoders import ENCODERS, resolve_for_model
+from .candidates.teachers.dense import SEARCH_KINDS
+from .candidates.teachers.hybrid import FUSIONS
+from .decisions.filters import FilterChain
 from .errors import ConfigError
-from .filters import FilterChain
-from .samplers import SamplerSpec
-from .store import DTYPES
-from .teachers.dense import SEARCH_KINDS
-from .teachers.hybrid import FUSIONS
+from .runs.store import DTYPES
+from .sampling import SamplerSpec
 
 TEACHER_KINDS = ("bm25", "dense", "hybrid")
 _DEFAULT_MODEL = ("", "default", "minilm")  # names of the packaged MiniLM (see fingerprint.resolve_model)
@@ -265,7 +265,7 @@ class MineConfig(BaseModel):
             raise ConfigError(f"judge: no hardneg_judge.json in '{self.judge.path}' (from '{self.judge}'; "
                               "make one with `hardneg train-judge`)")
         if self.llm_judge is not None:
-            from .llm import parse_llm_target
+            from .decisions.llm import parse_llm_target
 
             try:
                 parse_llm_target(self.llm_judge)

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .data import Collection
+from .collection.data import Collection
 from .errors import ConfigError
-from .io import atomic_write, publish_dir
-from .runs import Run
+from .runs.files import atomic_write, publish_dir
+from .runs.run import Run
 
 ST_FORMATS = ("pair", "triplet", "n-tuple", "labeled-pair", "labeled-list")
 FORMATS = (*ST_FORMATS, "flagembedding", "tevatron")

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .cache import Cache
-from .calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
+from .candidates.teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
+from .collection.data import Collection, load
 from .config import MineConfig, load_config_file
-from .data import Collection, load
-from .errors import ConfigError, RunError, kept_warnings
-from .filters import (
+from .decisions.calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
+from .decisions.filters import (
     REASON_CODE,
     REASONS,
     SIMILARITY_KINDS,
@@ -28,19 +27,20 @@ from .filters import (
     positive_reference,
     reason_counts,
 )
-from .fingerprint import env_cache_dir, folder_fingerprint, settings_key
-from .io import sha256_texts
-from .progress import SILENT, Reporter
-from .runs import Run, existing_run
-from .samplers import SamplerSpec, id_hashes, sample
-from .similarity import (
+from .decisions.similarity import (
     knn_positive_share,
     max_to_positives,
     pair_cosine,
     pair_jaccard,
     shingle_matrix,
 )
-from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
+from .errors import ConfigError, RunError, kept_warnings
+from .progress import SILENT, Reporter
+from .runs.cache import Cache
+from .runs.files import sha256_texts
+from .runs.fingerprint import env_cache_dir, folder_fingerprint, settings_key
+from .runs.run import Run, existing_run
+from .sampling import SamplerSpec, id_hashes, sample
 
 LEXICAL_FLOOR = 10
 QUERY_SHARD = 2048  # queries per search (a cache entry, and a Ray task with --backend ray)
@@ -430,7 +430,7 @@ def _shareable_config(cfg: MineConfig) -> dict[str, Any]:
     """The settings as the manifest records them: an LLM endpoint without its ``user:password@``."""
     out = cfg.model_dump()
     if cfg.llm_judge and cfg.llm_judge.startswith("llm:"):
-        from .llm import split_credentials
+        from .decisions.llm import split_credentials
 
         out["llm_judge"] = "llm:" + split_credentials(cfg.llm_judge[len("llm:"):])[0]
     return out
@@ -441,13 +441,13 @@ def _build_judges(cfg: MineConfig, cache: Cache) -> tuple[Any, str, Any]:
     LLM endpoint or an unloadable GGUF file is an error now, not minutes into the run."""
     judge, judge_fingerprint, llm = None, "", None
     if cfg.judge:
-        from .judge import CrossEncoderJudge
+        from .decisions.cross_encoder import CrossEncoderJudge
 
         judge = CrossEncoderJudge(cfg.judge.path, batch_size=cfg.batch_size, device=cfg.device)
         judge.check()
         judge_fingerprint = folder_fingerprint(judge.path, cache.root)  # once, not per query shard
     if cfg.llm_judge:
-        from .llm import LLMConfig, LLMJudge, parse_llm_target
+        from .decisions.llm import LLMConfig, LLMJudge, parse_llm_target
 
         llm = LLMJudge(LLMConfig(parse_llm_target(cfg.llm_judge), model=cfg.llm_model,
                                  concurrency=cfg.llm_concurrency, retries=cfg.llm_retries, timeout=cfg.llm_timeout,

@@ -46,7 +46,7 @@ def _workers(ray: Any) -> int:
 
 def attach_encoders(backend: BackendSpec, teachers: list[Any]) -> None:
     """Give every dense teacher a shard encoder that runs on a pool of Ray actors."""
-    from .teachers import DenseTeacher
+    from .candidates.teachers import DenseTeacher
 
     dense = [t for t in teachers if isinstance(t, DenseTeacher)]
     if not dense:

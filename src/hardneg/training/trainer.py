@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, RunError
 from ..export import st_table
-from ..fingerprint import folder_fingerprint, resolve_model, settings_key
-from ..io import publish_dir, write_json
-from ..runs import Run
+from ..runs.files import publish_dir, write_json
+from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
+from ..runs.run import Run
 from .losses import LOSSES, WITH_LABELS, WITH_NEGATIVES, build_loss
 
 MANIFEST = "hardneg_train.json"

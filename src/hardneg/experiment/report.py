@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .experiment import UNEQUAL_BUDGET, steps_label
-from .io import write_text
-from .runs import Run
-from .stats import stats
+from ..runs.files import write_text
+from ..runs.run import Run
+from ..runs.summary import stats
+from .grid import UNEQUAL_BUDGET, steps_label
 
 COLORS = {"positives": "#2b8a3e", "selected": "#1c7ed6", "kept_not_selected": "#99c2ff", "dropped": "#e8590c"}
 
@@ -91,7 +91,7 @@ def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     exp = Path(exp_dir)
     results_path = exp / "results.json"
     if not results_path.exists():
-        from .errors import RunError
+        from ..errors import RunError
 
         raise RunError(f"{exp}: no results.json (run `hardneg experiment` first)")
     res = json.loads(results_path.read_text())

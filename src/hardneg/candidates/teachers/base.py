@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import Cache
-from ..data import Collection
-from ..progress import SILENT, Reporter
+from ...collection.data import Collection
+from ...progress import SILENT, Reporter
+from ...runs.cache import Cache
 from ..search import POOL_PAD, exact_rerank, running_topk
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ENCODERS = ("auto", "torch", "bf16", "onnx", "onnx-int8", "openvino")
 EXPORTED = ("onnx", "onnx-int8", "openvino")  # encoders that run a graph exported once into the cache
@@ -67,7 +67,7 @@ def resolve_for_model(kind: str, device: str | None, model: str | None) -> str:
     choosing OpenVINO), so deciding stays as cheap as :func:`resolve_encoder`."""
     encoder = resolve_encoder(kind, device)
     if kind == "auto" and encoder == "openvino":
-        from .fingerprint import resolve_model
+        from ..runs.fingerprint import resolve_model
 
         encoder = resolve_encoder(kind, device, resolve_model(model))
     return encoder
@@ -282,7 +282,7 @@ class OpenVinoEncoder(GraphEncoder):
         super().__init__(model_path, max_length, normalize, min(batch_size, 8))
         xml = _openvino_xml(export_dir)
         if not xml.exists():  # in a child process, so that this one never imports torch
-            cmd = [sys.executable, "-m", "hardneg.encoders", "openvino", str(model_path), str(export_dir)]
+            cmd = [sys.executable, "-m", "hardneg.candidates.encoders", "openvino", str(model_path), str(export_dir)]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise ConfigError(f"{model_path}: OpenVINO export failed (use --encoder bf16):\n{done.stderr[-2000:]}")
@@ -320,7 +320,7 @@ def load_encoder(kind: str, model_path: str | Path, *, device: str | None, max_l
     return STEncoder(model_path, kind, device, max_length, normalize, batch_size)
 
 
-if __name__ == "__main__":  # python -m hardneg.encoders openvino MODEL_DIR EXPORT_DIR
+if __name__ == "__main__":  # python -m hardneg.candidates.encoders openvino MODEL_DIR EXPORT_DIR
     if sys.argv[1:2] != ["openvino"] or len(sys.argv) != 4:
-        raise SystemExit("usage: python -m hardneg.encoders openvino MODEL_DIR EXPORT_DIR")
+        raise SystemExit("usage: python -m hardneg.candidates.encoders openvino MODEL_DIR EXPORT_DIR")
     export_openvino(Path(sys.argv[2]), Path(sys.argv[3]))

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ..cache import Cache
-from ..data import Collection
-from ..fingerprint import settings_key
-from ..progress import SILENT, Reporter
+from ...collection.data import Collection
+from ...progress import SILENT, Reporter
+from ...runs.cache import Cache
+from ...runs.fingerprint import settings_key
 from .base import Teacher
 
 

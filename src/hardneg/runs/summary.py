@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from .runs import Run
+from .run import Run
 
 
 def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:

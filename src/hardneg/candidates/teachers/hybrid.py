@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import Cache
-from ..data import Collection
-from ..fingerprint import settings_key
-from ..progress import SILENT, Reporter
+from ...collection.data import Collection
+from ...progress import SILENT, Reporter
+from ...runs.cache import Cache
+from ...runs.fingerprint import settings_key
 from .base import Teacher
 
 FUSIONS = ("rrf", "minmax", "zscore")

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .data import Collection, load
-from .errors import ConfigError
-from .evaluate import Evaluation, evaluate
-from .io import write_json, write_text
-from .mine import mine
-from .progress import SILENT, Reporter
+from ..collection.data import Collection, load
+from ..errors import ConfigError
+from ..evaluation.retrieval import Evaluation, evaluate
+from ..mine import mine
+from ..progress import SILENT, Reporter
+from ..runs.files import write_json, write_text
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 UNEQUAL_BUDGET = ("the cells trained different numbers of steps (the steps column), so the deltas mix the mining "
@@ -186,7 +186,7 @@ def _st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: 
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
-    from .fingerprint import resolve_model
+    from ..runs.fingerprint import resolve_model
 
     pos = train.positives()
     ds = Dataset.from_dict({"anchor": [train.query_texts[i] for i in pos.query_idx],
@@ -207,8 +207,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     """Run (or resume) every cell and write results.json and results.md into ``out``.
     ``only`` restricts the run to some variants (the baseline is kept if it was set); ``seeds`` replaces
     every variant's seeds (see :meth:`ExperimentConfig.with_seeds`)."""
-    from .training import TrainConfig, train, train_table
-    from .training.trainer import MANIFEST
+    from ..training import TrainConfig, train, train_table
+    from ..training.trainer import MANIFEST
 
     if quick:
         cfg = _quick(cfg)

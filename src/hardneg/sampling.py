@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .decisions.filters import format_number, parse_number
 from .errors import ConfigError
-from .filters import format_number, parse_number
 
 SAMPLERS = ("top", "window", "random", "simans", "top1+sampled")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError, HardnegWarning
-from .io import sha256_file, sha256_texts
+from ..errors import ConfigError, DataError, HardnegWarning
+from ..runs.files import sha256_file, sha256_texts
 
 QUERY_COLUMNS = ("query", "anchor", "question", "queries")
 POSITIVE_COLUMNS = ("positive", "positives", "pos", "document", "passage", "answer")
@@ -138,7 +138,7 @@ class Collection:
 
 def save_beir(collection: Collection, path: str | Path, split: str = "train") -> Path:
     """Write a collection as a BEIR folder (documents keep their joined text; titles are empty)."""
-    from .io import write_text
+    from ..runs.files import write_text
 
     root = Path(path)
     write_text(root / "corpus.jsonl", "".join(

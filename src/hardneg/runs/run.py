@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data import Collection, load
-from .errors import RunError
-from .io import publish_dir, write_json
+from ..collection.data import Collection, load
+from ..errors import RunError
+from .files import publish_dir, write_json
 
 FILES = ("candidates.parquet", "negatives.parquet", "manifest.json")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import write_json, write_npy, write_npz
+from .files import write_json, write_npy, write_npz
 from .store import DTYPES, EmbeddingMatrix, write_rows
 
 Encoder = Callable[[list[str]], np.ndarray]

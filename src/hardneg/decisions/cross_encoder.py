@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .data import Collection
-from .errors import ConfigError, RunError
-from .fingerprint import resolve_model
-from .io import publish_dir, write_json
-from .runs import Run
+from ..collection.data import Collection
+from ..errors import ConfigError, RunError
+from ..runs.files import publish_dir, write_json
+from ..runs.fingerprint import resolve_model
+from ..runs.run import Run
 
 MANIFEST = "hardneg_judge.json"
 

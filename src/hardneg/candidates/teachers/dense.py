@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ..cache import Cache
-from ..data import Collection
+from ...collection.data import Collection
+from ...errors import HardnegWarning
+from ...progress import SILENT, Reporter
+from ...runs.cache import Cache
+from ...runs.files import sha256_texts
+from ...runs.fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
+from ...runs.store import DTYPES, EmbeddingMatrix
 from ..encoders import load_encoder, resolve_encoder
-from ..errors import HardnegWarning
-from ..fingerprint import folder_fingerprint, read_st_config, resolve_model, settings_key
-from ..io import sha256_texts
-from ..progress import SILENT, Reporter
 from ..search import (
     POOL_PAD,
     exact_rerank,
@@ -23,7 +24,6 @@ from ..search import (
     recall_at,
     running_topk,
 )
-from ..store import DTYPES, EmbeddingMatrix
 from .base import Teacher
 
 SEARCH_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfsq", "faiss-ivfpq")

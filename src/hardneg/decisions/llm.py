@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, HardnegError
-from .fingerprint import file_fingerprint
+from ..errors import ConfigError, HardnegError
+from ..runs.fingerprint import file_fingerprint
 
 PROMPT = ("Decide whether the document answers or is relevant to the query.\n\n"
           "Query: {query}\nDocument: {doc}\n\nRelevant (yes or no)? Answer:")

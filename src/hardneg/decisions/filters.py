@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
 REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",

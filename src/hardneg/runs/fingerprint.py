@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .io import sha256_file, write_json
+from ..errors import ConfigError
+from .files import sha256_file, write_json
 
 # Files that do not change what a model computes.
 _IGNORED = {"README.md", ".gitattributes", "LICENSE", "model_card.md"}

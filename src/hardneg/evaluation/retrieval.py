@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .data import Collection
-from .errors import ConfigError
-from .io import write_text
+from ..collection.data import Collection
+from ..errors import ConfigError
+from ..runs.files import write_text
 
 DEFAULT_MEASURES = ("ndcg@10", "recall@100", "mrr@10")
 _ALIASES = {"ndcg": "ndcg_cut", "recall": "recall", "r": "recall", "mrr": "recip_rank", "rr": "recip_rank",
@@ -222,12 +222,12 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
     """Retrieve over the whole corpus for the split's judged queries and score the ranking.
     ``teacher`` is ``dense`` (with ``model``, default the packaged MiniLM), ``bm25`` or ``hybrid``.
     Corpus embeddings come from (and go to) the same cache as mining."""
-    from .cache import Cache
-    from .config import MineConfig
-    from .data import load
-    from .fingerprint import env_cache_dir
-    from .mine import build_teacher
-    from .progress import SILENT
+    from ..collection.data import load
+    from ..config import MineConfig
+    from ..mine import build_teacher
+    from ..progress import SILENT
+    from ..runs.cache import Cache
+    from ..runs.fingerprint import env_cache_dir
 
     spec = teacher if teacher != "dense" or not model else f"dense:{model}"
     # The teacher spec and encoder are parsed and checked before the data is loaded.
