@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from hardneg import mine as hardneg_mine
 from hardneg.audit import Hidden, hide_positives, measure, stage_prefixes
 from hardneg.cli import app
-from hardneg.collection.data import Collection, Qrels
+from hardneg.collection import Collection, Qrels
 from hardneg.decisions.calibration import (
     FALLBACK,
     calibrated_threshold,

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hardneg
-from hardneg.collection.data import Collection, Qrels
+from hardneg.collection import Collection, Qrels
 from hardneg.evaluation.retrieval import (
     Ranking,
     columnar_metrics,

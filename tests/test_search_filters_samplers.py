@@ -184,7 +184,7 @@ def test_bm25_stem_matches_morphological_variants_that_plain_bm25_misses(tmp_pat
     """``bm25:stem``: the query "run" finds the document that only says "running" (Snowball stems both
     to "run") and takes it as the hardest negative; plain BM25 scores it 0. The two teachers describe and fingerprint themselves apart."""
     import hardneg
-    from hardneg.collection.data import Collection, Qrels
+    from hardneg.collection import Collection, Qrels
 
     docs = ["a cat sat on the mat", "the hills are green", "weather reports predict rain",
             "runners were running across the hills"]

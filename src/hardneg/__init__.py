@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from .collection.data import Collection, Qrels, load, load_beir, load_hf, load_pairs, save_beir
+from .collection import Collection, Qrels, load, load_beir, load_hf, load_pairs, save_beir
 from .config import MineConfig
 from .errors import ConfigError, DataError, HardnegError, RunError
 from .evaluation.retrieval import Evaluation, evaluate

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .collection.data import Collection
+from .collection import Collection
 from .errors import ConfigError
 from .runs.files import atomic_write, publish_dir
 from .runs.run import Run

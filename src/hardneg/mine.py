@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from .candidates.teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
-from .collection.data import Collection, load
+from .collection import Collection, load
 from .config import MineConfig, load_config_file
 from .decisions.calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
 from .decisions.filters import (

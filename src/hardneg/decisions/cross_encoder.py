@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..collection.data import Collection
+from ..collection import Collection
 from ..errors import ConfigError, RunError
 from ..runs.files import publish_dir, write_json
 from ..runs.fingerprint import resolve_model

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..collection.data import Collection
+from ..collection import Collection
 from ..errors import ConfigError
 from ..runs.files import write_text
 
@@ -222,7 +222,7 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
     """Retrieve over the whole corpus for the split's judged queries and score the ranking.
     ``teacher`` is ``dense`` (with ``model``, default the packaged MiniLM), ``bm25`` or ``hybrid``.
     Corpus embeddings come from (and go to) the same cache as mining."""
-    from ..collection.data import load
+    from ..collection import load
     from ..config import MineConfig
     from ..mine import build_teacher
     from ..progress import SILENT

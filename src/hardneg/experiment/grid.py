@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..collection.data import Collection, load
+from ..collection import Collection, load
 from ..errors import ConfigError
 from ..evaluation.retrieval import Evaluation, evaluate
 from ..mine import mine

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..collection.data import Collection, load
+from ..collection import Collection, load
 from ..errors import RunError
 from .files import publish_dir, write_json
 

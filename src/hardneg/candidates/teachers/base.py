@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ...collection.data import Collection
+from ...collection import Collection
 from ...progress import SILENT, Reporter
 from ...runs.cache import Cache
 from ..search import POOL_PAD, exact_rerank, running_topk

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ...collection.data import Collection
+from ...collection import Collection
 from ...progress import SILENT, Reporter
 from ...runs.cache import Cache
 from ...runs.fingerprint import settings_key

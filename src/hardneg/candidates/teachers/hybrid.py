@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ...collection.data import Collection
+from ...collection import Collection
 from ...progress import SILENT, Reporter
 from ...runs.cache import Cache
 from ...runs.fingerprint import settings_key
