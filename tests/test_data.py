@@ -262,3 +262,24 @@ def test_parquet_not_utf8_names_row_and_column(tmp_path, binary):
     with pytest.raises(DataError, match=r"bad\.parquet: row 2: field 'positive': not valid UTF-8 "
                                         r"\(byte 0xe9 at column 9\)"):
         hardneg.load(tmp_path / "bad.parquet")
+
+
+def test_fingerprints_are_not_kept_in_source(scifact_dir):
+    """``source`` describes the source only: the fingerprints are cached on the object, and a
+    slice or holdout neither inherits stale ones nor gains private keys."""
+    col = hardneg.load(scifact_dir, "train")
+    before = dict(col.source)
+    corpus_fp, queries_fp, qrels_fp = col.corpus_fingerprint(), col.queries_fingerprint(), col.qrels_fingerprint()
+    assert col.source == before and not any(k.startswith("_") for k in col.source)
+    assert (col.corpus_fingerprint(), col.queries_fingerprint()) == (corpus_fp, queries_fp)
+    dev = col.holdout(100, part="dev")
+    assert not any(k.startswith("_") for k in dev.source) and dev.source["holdout"]["part"] == "dev"
+    assert dev.corpus_fingerprint() == corpus_fp  # same corpus
+    assert dev.queries_fingerprint() != queries_fp and dev.qrels_fingerprint() != qrels_fp
+    small = col.slice(10, extra_docs=20)
+    assert not any(k.startswith("_") for k in small.source)
+    assert small.corpus_fingerprint() != corpus_fp and small.queries_fingerprint() != queries_fp
+    fresh = hardneg.load(scifact_dir, "train")
+    fresh_dev = fresh.holdout(100, part="dev")
+    assert (fresh_dev.corpus_fingerprint(), fresh_dev.queries_fingerprint()) == \
+        (dev.corpus_fingerprint(), dev.queries_fingerprint())

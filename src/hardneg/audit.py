@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .collection.data import Collection, Qrels, load
+from .collection import Collection, Qrels, load
 from .config import MineConfig
 from .decisions.filters import FilterChain
 from .errors import ConfigError
@@ -57,7 +57,7 @@ def hide_positives(col: Collection, fraction: float, seed: int = 0) -> tuple[Col
     drop = np.isin(col.qrels.query_idx.astype(np.int64) * col.num_docs + col.qrels.doc_idx,
                    hidden.keys(col.num_docs))
     qr = Qrels(col.qrels.query_idx[~drop], col.qrels.doc_idx[~drop], col.qrels.grade[~drop])
-    source = {k: v for k, v in col.source.items() if not k.startswith("_")}
+    source = dict(col.source)
     source["audit"] = {"hide_fraction": fraction, "seed": seed, "hidden": int(hide.sum())}
     return Collection(col.doc_ids, col.doc_texts, col.query_ids, col.query_texts, qr, source, list(col.notes)), hidden
 

@@ -1,4 +1,8 @@
-"""The Collection and Qrels types: documents, queries and graded judgements as id-sorted arrays."""
+"""The Collection and Qrels types: documents, queries and graded judgements as id-sorted arrays.
+
+A collection's fingerprints (of its corpus, queries and qrels) are computed once and kept on the
+object as private attributes; ``source`` holds only what describes where the data came from.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ class Collection:
     source: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # fingerprints, computed on first use (the texts are hashed once per object)
+    _corpus_fp: str | None = field(default=None, init=False, repr=False, compare=False)
+    _queries_fp: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_docs(self) -> int:
@@ -56,14 +63,14 @@ class Collection:
 
     def corpus_fingerprint(self) -> str:
         """Hash of the corpus content (ids and texts): embeddings are valid only for this value."""
-        if "_corpus_fp" not in self.source:
-            self.source["_corpus_fp"] = sha256_texts(list(self.doc_ids), self.doc_texts)
-        return str(self.source["_corpus_fp"])
+        if self._corpus_fp is None:
+            self._corpus_fp = sha256_texts(list(self.doc_ids), self.doc_texts)
+        return self._corpus_fp
 
     def queries_fingerprint(self) -> str:
-        if "_queries_fp" not in self.source:
-            self.source["_queries_fp"] = sha256_texts(list(self.query_ids), self.query_texts)
-        return str(self.source["_queries_fp"])
+        if self._queries_fp is None:
+            self._queries_fp = sha256_texts(list(self.query_ids), self.query_texts)
+        return self._queries_fp
 
     def qrels_fingerprint(self) -> str:
         """Hash of the judgements (by id): runs mined against other positives differ."""
@@ -109,7 +116,7 @@ class Collection:
         q_map[judged] = np.arange(judged.size)
         qr = Qrels(q_map[self.qrels.query_idx[qmask]], doc_map[self.qrels.doc_idx[qmask]],
                    self.qrels.grade[qmask])
-        source = {k: v for k, v in self.source.items() if not k.startswith("_")}
+        source = dict(self.source)
         source["slice"] = {"num_queries": int(num_queries), "extra_docs": int(extra_docs), "seed": seed}
         return Collection(self.doc_ids[keep_docs], [self.doc_texts[i] for i in keep_docs],
                           self.query_ids[judged], [self.query_texts[i] for i in judged], qr,
@@ -126,7 +133,8 @@ class Collection:
             part: ``"fit"`` or ``"dev"``, the part to return.
 
         Returns:
-            A new Collection with the same corpus; its ``source`` records the holdout.
+            A new Collection with the same corpus (and corpus fingerprint); its ``source`` records
+            the holdout.
 
         Example:
             ::
@@ -146,11 +154,13 @@ class Collection:
         q_map[keep] = np.arange(keep.size)
         m = np.isin(self.qrels.query_idx, keep)
         qr = Qrels(q_map[self.qrels.query_idx[m]], self.qrels.doc_idx[m], self.qrels.grade[m])
-        source = {k: v for k, v in self.source.items() if k != "_queries_fp"}
+        source = dict(self.source)
         source["holdout"] = {"num_queries": int(num_queries), "seed": seed, "part": part}
-        return Collection(self.doc_ids, self.doc_texts, self.query_ids[keep],
-                          [self.query_texts[i] for i in keep], qr, source, list(self.notes),
-                          list(self.warnings))
+        out = Collection(self.doc_ids, self.doc_texts, self.query_ids[keep],
+                         [self.query_texts[i] for i in keep], qr, source, list(self.notes),
+                         list(self.warnings))
+        out._corpus_fp = self._corpus_fp  # same corpus: its fingerprint holds
+        return out
 
 
 def _lookup(sorted_ids: np.ndarray, ids: Sequence[str] | np.ndarray, what: str) -> np.ndarray:
