@@ -71,3 +71,41 @@ def test_killed_encode_resumes_at_missing_shard(tmp_path):
     fresh = Cache(tmp_path / "fresh").embeddings("k", texts, encode, shard_size=8)
     np.testing.assert_array_equal(emb, fresh)
     assert not list((tmp_path / "embeddings" / "k").glob("shard-*.npy"))  # merged, shards removed
+
+
+def test_warm_rerun_reads_collection_hashes_from_cache(scifact_slice, tmp_path, monkeypatch):
+    """The corpus-sized hash arrays (text groups, id hashes) are computed on the first run only:
+    a rerun on the same corpus reads them from the cache, equal to a fresh computation."""
+    import hardneg.collection.hashes as hashes_mod
+    from hardneg.decisions.filters import normalised_text_hash
+    from hardneg.sampling import id_hashes
+
+    calls = {"text": 0, "ids": 0}
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(hashes_mod, "normalised_text_hash", counted("text", normalised_text_hash))
+    monkeypatch.setattr(hashes_mod, "id_hashes", counted("ids", id_hashes))
+    cache = tmp_path / "cache"
+    small = scifact_slice.slice(10, extra_docs=60)
+    a = hardneg.mine(small, teacher="bm25", num_negatives=3, cache_dir=str(cache))
+    assert calls == {"text": 1, "ids": 2}
+    assert len(list((cache / "hashes").glob("*.npz"))) == 2  # the corpus arrays, the query array
+
+    hardneg.mine(small, teacher="bm25", num_negatives=3, filter="margin:0.02", cache_dir=str(cache))
+    assert calls == {"text": 1, "ids": 2}  # the warm run hashed nothing
+    cached = hashes_mod.collection_hashes(small, Cache(cache))
+    assert calls == {"text": 1, "ids": 2}
+    fresh_groups = np.unique(normalised_text_hash(small.doc_texts), return_inverse=True)[1]
+    np.testing.assert_array_equal(cached.text_group, fresh_groups)
+    np.testing.assert_array_equal(cached.doc_hash, id_hashes(small.doc_ids))
+    np.testing.assert_array_equal(cached.query_hash, id_hashes(small.query_ids))
+    assert cached.text_group.dtype == np.int64 and cached.doc_hash.dtype == np.uint64
+    # same settings, same negatives, whether the hashes were computed or read
+    c = hardneg.mine(small, teacher="bm25", num_negatives=3, cache_dir=str(cache))
+    assert calls == {"text": 1, "ids": 2}
+    assert c.negatives.equals(a.negatives) and c.candidates.equals(a.candidates)

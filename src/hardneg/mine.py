@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .candidates.teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
 from .collection import Collection, load
+from .collection.hashes import collection_hashes
 from .config import MineConfig, load_config_file
 from .decisions.calibration import calibrated_threshold, leave_one_out, leave_one_out_percpos
 from .decisions.filters import (
@@ -23,7 +24,6 @@ from .decisions.filters import (
     SIMILARITY_KINDS,
     FilterSpec,
     apply_filters,
-    normalised_text_hash,
     positive_reference,
     reason_counts,
 )
@@ -40,7 +40,7 @@ from .runs.cache import Cache
 from .runs.files import sha256_texts
 from .runs.fingerprint import env_cache_dir, folder_fingerprint, settings_key
 from .runs.run import Run, existing_run
-from .sampling import SamplerSpec, id_hashes, sample
+from .sampling import SamplerSpec, sample
 
 LEXICAL_FLOOR = 10
 QUERY_SHARD = 2048  # queries per search (a cache entry, and a Ray task with --backend ray)
@@ -486,11 +486,11 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     floor = cfg.reference_floor
     if floor is None and isinstance(members[names.index(filter_on)], BM25Teacher):
         floor = LEXICAL_FLOOR
+    hashes = collection_hashes(col, cache)  # computed once per corpus, then read from the cache
     ctx = _Context(cfg, col, cache, teacher, members, filter_on, list(cfg.filter), cfg.sampler, q_idx,
                    pos, pos_rows, pos_scores,
                    positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
-                   np.unique(normalised_text_hash(col.doc_texts), return_inverse=True)[1].astype(np.int64),
-                   id_hashes(col.query_ids[q_idx]), id_hashes(col.doc_ids), reporter)
+                   hashes.text_group, hashes.query_hash[q_idx], hashes.doc_hash, reporter)
     _calibrate(ctx)
     ctx.judge, ctx.judge_fingerprint, ctx.llm = judge, judge_fingerprint, llm
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]
