@@ -175,7 +175,7 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
     GPU; torch bf16 for a model OpenVINO cannot take. Deciding imports neither torch nor openvino."""
     import importlib.util
 
-    from hardneg import encoders
+    from hardneg.candidates import encoders
     from hardneg.runs.fingerprint import default_model_path
 
     installed = {"openvino"}

@@ -34,6 +34,7 @@ from .sampling import SamplerSpec, id_hashes, sample
 
 LEXICAL_FLOOR = 10
 
+
 def _config_fingerprint(cfg: MineConfig, col: Collection) -> str:
     judge = Path(cfg.judge.path) / "hardneg_judge.json" if cfg.judge else None
     return settings_key(cfg.output_settings(), judge.read_text() if judge and judge.exists() else None,
@@ -48,7 +49,25 @@ def mine(dataset: str | Path | Collection | Any = None, *, config: MineConfig | 
 
     ``dataset`` may be a path or id, a ``datasets`` object or a loaded :class:`Collection`.
     With ``out`` the run is written atomically; a finished run with the same settings there is
-    returned as it is (a rerun costs nothing), and embeddings and searches come from the cache."""
+    returned as it is (a rerun costs nothing), and embeddings and searches come from the cache.
+
+    Args:
+        dataset: a BEIR folder, a Hugging Face id, a ``datasets`` object or a :class:`Collection`.
+        config: a :class:`MineConfig` or a YAML/JSON file of its fields; ``options`` override it.
+        reporter: progress display (silent by default).
+        overwrite: replace a run with other settings at ``out``.
+
+    Returns:
+        The :class:`Run`: ``negatives`` (one row per query), ``candidates`` (every candidate, kept or
+        dropped and why) and ``manifest``.
+
+    Example::
+
+        import hardneg
+
+        run = hardneg.mine("scifact", split="train", teacher="bm25", filter="percpos:0.95",
+                           num_negatives=4, out="runs/scifact-bm25")
+    """
     reporter = reporter or SILENT
     base: dict[str, Any] = {}
     if isinstance(config, (str, Path)):
