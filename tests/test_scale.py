@@ -130,12 +130,12 @@ def test_ray_backend_gives_the_local_negatives(scifact_slice, tmp_path, monkeypa
     import pyarrow.parquet as pq
 
     import hardneg
-    mine_module = importlib.import_module("hardneg.mine")  # the module (hardneg.mine is also the function)
+    passes = importlib.import_module("hardneg.candidates.passes")
 
     common = {"teacher": "dense", "filter": "percpos:0.95+near_duplicate:0.5", "num_negatives": 4, "depth": 20,
               "sampler": "simans", "max_length": 64}
     hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c1"), out=str(tmp_path / "local"), **common)
-    monkeypatch.setattr(mine_module, "QUERY_SHARD", 7)  # 30 queries -> 5 shards of unequal width
+    monkeypatch.setattr(passes, "QUERY_SHARD", 7)  # 30 queries -> 5 shards of unequal width
     hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c1"), out=str(tmp_path / "sharded"), **common)
     ray = hardneg.mine(scifact_slice, cache_dir=str(tmp_path / "c2"), out=str(tmp_path / "ray"), backend="ray",
                        **common)
@@ -175,7 +175,7 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
     GPU; torch bf16 for a model OpenVINO cannot take. Deciding imports neither torch nor openvino."""
     import importlib.util
 
-    from hardneg import encoders
+    from hardneg.candidates import encoders
     from hardneg.runs.fingerprint import default_model_path
 
     installed = {"openvino"}
@@ -199,11 +199,11 @@ def test_auto_encoder_is_bf16_on_a_bf16_cpu_through_openvino_when_installed(monk
 
 @pytest.fixture(scope="module")
 def many_queries_dir(tmp_path_factory) -> Path:
-    """A generated BEIR collection with 5,000 judged queries (three search shards of mine.QUERY_SHARD =
+    """A generated BEIR collection with 5,000 judged queries (three search shards of passes.QUERY_SHARD =
     2,048) over 5,000 documents: each full shard's BM25 search takes ~0.5 s, time to kill between two."""
     import json
 
-    from hardneg.mine import QUERY_SHARD
+    from hardneg.candidates.passes import QUERY_SHARD
 
     rng = np.random.default_rng(3)
     vocab = np.array([f"w{i}" for i in range(6000)])

@@ -23,8 +23,8 @@ from .errors import ConfigError
 from .progress import SILENT
 
 if TYPE_CHECKING:
+    from .candidates.passes import Part, PassContext
     from .config import BackendSpec
-    from .mine import _Context, _Part
 
 
 def connect(backend: BackendSpec) -> Any:
@@ -83,14 +83,15 @@ def attach_encoders(backend: BackendSpec, teachers: list[Any]) -> None:
         t.shard_encoder = factory
 
 
-def rule_parts(ctx: _Context, rows: np.ndarray, depth: int) -> list[_Part]:
-    """Search and rule filters for ``rows``, one Ray task per shard of ``mine.QUERY_SHARD`` queries."""
-    from .mine import QUERY_SHARD, _rule_part
+def rule_parts(ctx: PassContext, rows: np.ndarray, depth: int) -> list[Part]:
+    """Search and rule filters for ``rows``, one Ray task per shard of ``passes.QUERY_SHARD`` queries:
+    :func:`~hardneg.candidates.passes.rule_part`, the local backend's code."""
+    from .candidates.passes import query_shards, rule_part
 
     ray = connect(ctx.cfg.backend)
     remote_ctx = ray.put(replace(ctx, reporter=SILENT, judge=None, llm=None))
-    task = ray.remote(num_cpus=1)(_rule_part)
-    shards = [rows[s:s + QUERY_SHARD] for s in range(0, rows.size, QUERY_SHARD)]
+    task = ray.remote(num_cpus=1)(rule_part)
+    shards = query_shards(rows)
     with ctx.reporter.task(f"search + filter (ray, {len(shards)} query shards)", len(shards)) as adv:
         refs = [task.remote(remote_ctx, shard, depth) for shard in shards]
         out = []

@@ -21,7 +21,9 @@ BlockTopk = Callable[[np.ndarray, int, int, int], tuple[np.ndarray, np.ndarray]]
 """(query rows, doc start, doc end, k) -> (doc indices relative to start, scores) of the block's top k."""
 
 
-def _argpartition_topk(score_block: ScoreBlock) -> BlockTopk:
+def argpartition_topk(score_block: ScoreBlock) -> BlockTopk:
+    """Coarse top-k of a block by scoring it whole (``score_block``) and ``np.argpartition``."""
+
     def block_topk(rows: np.ndarray, d0: int, d1: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         s = np.asarray(score_block(rows, d0, d1), dtype=np.float32)
         if k >= d1 - d0:
@@ -56,7 +58,7 @@ def running_topk(score_block: ScoreBlock | None, num_queries: int, num_docs: int
     once, chunk by chunk (outer loop), and at most one (query_chunk x doc_chunk) score block is in
     memory at a time, so peak memory is bounded by a chunk, not by the corpus. Rows are not sorted.
     ``block_topk`` (e.g. faiss's exact knn for dense vectors) replaces scoring + argpartition."""
-    topk = block_topk or _argpartition_topk(score_block)  # type: ignore[arg-type]
+    topk = block_topk or argpartition_topk(score_block)  # type: ignore[arg-type]
     k = min(k, num_docs)
     best_i = np.full((num_queries, k), -1, dtype=np.int64)
     best_s = np.full((num_queries, k), -np.inf, dtype=np.float32)

@@ -4,7 +4,13 @@ quantile. Thresholds then follow the teacher and the data instead of a constant 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
+
+from .filters import FilterSpec
+from .similarity import pair_cosine
 
 MIN_LOO = 20          # fewer leave-one-out values than this: fall back to the fixed default
 FALLBACK = {"near_positive": 0.8, "percpos": 0.95}
@@ -56,3 +62,38 @@ def calibrated_threshold(loo: np.ndarray, quantile: float, kind: str = "near_pos
     what = {"near_positive": "the highest cosine between each known positive and the other positives of its query",
             "percpos": "the p at which percpos (lowest other positive as reference) catches each known positive"}
     return value, f"quantile {quantile:g} of {what[kind]} ({loo.size} positives)"
+
+
+def calibrate_filters(filters: list[FilterSpec], quantile: float, pos_rows: np.ndarray, pos_docs: np.ndarray,
+                      filter_scores: np.ndarray, filter_on: str, vectors: Any = None, near_model: Any = None,
+                      ) -> tuple[list[FilterSpec], dict[str, Any] | None]:
+    """The filter chain with every ``auto`` value (``near_positive:auto``, ``percpos:auto``) set from the
+    known positives by leave-one-out, and what was set, with its reason, for the manifest (None when
+    nothing was ``auto``).
+
+    Args:
+        filters: the parsed filter chain.
+        quantile: the leave-one-out quantile (``calibration_quantile``).
+        pos_rows: query row of each known positive; ``pos_docs`` its document index.
+        filter_scores: each positive's score by the ``filter_on`` teacher.
+        vectors: document embeddings (``near_positive``), of ``near_model``.
+
+    Example::
+
+        chain, why = calibrate_filters(FilterSpec.parse("percpos:auto"), 0.95, pos_rows, pos_docs,
+                                       scores, "bm25")
+    """
+    resolved, calibration = [], {}
+    for f in filters:
+        if f.auto and f.kind == "near_positive":
+            loo = leave_one_out(pos_rows, pos_docs, lambda a, b: pair_cosine(vectors, a, b))
+            value, why = calibrated_threshold(loo, quantile, f.kind)
+            calibration[f.kind] = {"value": round(value, 6), "why": why, "model": near_model}
+            f = replace(f, value=round(value, 6))
+        elif f.auto and f.kind == "percpos":
+            loo = leave_one_out_percpos(pos_rows, filter_scores)
+            value, why = calibrated_threshold(loo, quantile, f.kind)
+            calibration[f.kind] = {"value": round(value, 6), "why": why, "scores": filter_on}
+            f = replace(f, value=round(value, 6))
+        resolved.append(f)
+    return resolved, calibration or None

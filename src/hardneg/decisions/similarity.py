@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -101,3 +102,26 @@ def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray
         within = np.arange(sims.shape[2])[None, None, :] < kq[s:e, None, None]
         out[s:e] = (ranked_pos & within).sum(axis=2) / np.maximum(kq[s:e, None], 1)
     return np.where(valid, out, 0.0)
+
+
+def candidate_similarities(kinds: set[str], ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray,
+                           pos_docs: np.ndarray, doc_texts: list[str], vectors: Any,
+                           ) -> dict[str, np.ndarray]:
+    """Each candidate's highest similarity to a known positive of its query, for the rules ``kinds``
+    that need one (``near_duplicate``: shingle Jaccard of the texts; ``near_positive``: cosine of
+    ``vectors``; ``knn_positive``: share of positives among its nearest neighbours). ``ids`` are
+    (rows x candidates) document indices; ``pos_local`` (sorted) the row of each positive ``pos_docs``."""
+    out = {}
+    if "near_duplicate" in kinds:
+        needed = np.unique(np.concatenate([ids[valid], pos_docs]))
+        local_row = np.full(len(doc_texts), -1, dtype=np.int64)
+        local_row[needed] = np.arange(needed.size)
+        shingles = shingle_matrix([doc_texts[i] for i in needed])
+        out["near_duplicate"] = max_to_positives(
+            ids, valid, pos_local, pos_docs, lambda a, b: pair_jaccard(shingles, local_row[a], local_row[b]))
+    if "knn_positive" in kinds:
+        out["knn_positive"] = knn_positive_share(ids, valid, pos_local, pos_docs, vectors)
+    if "near_positive" in kinds:
+        out["near_positive"] = max_to_positives(ids, valid, pos_local, pos_docs,
+                                                lambda a, b: pair_cosine(vectors, a, b))
+    return out

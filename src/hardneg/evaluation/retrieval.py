@@ -222,9 +222,9 @@ def evaluate(dataset: Any, split: str = "test", model: str | None = None, teache
     """Retrieve over the whole corpus for the split's judged queries and score the ranking.
     ``teacher`` is ``dense`` (with ``model``, default the packaged MiniLM), ``bm25`` or ``hybrid``.
     Corpus embeddings come from (and go to) the same cache as mining."""
+    from ..candidates.build import build_teacher
     from ..collection import load
     from ..config import MineConfig
-    from ..mine import build_teacher
     from ..progress import SILENT
     from ..runs.cache import Cache
     from ..runs.fingerprint import env_cache_dir

@@ -17,12 +17,12 @@ from ...runs.store import DTYPES, EmbeddingMatrix
 from ..encoders import load_encoder, resolve_encoder
 from ..search import (
     POOL_PAD,
+    BlockTopk,
     exact_rerank,
     faiss_pool,
     knn_block_topk,
     pair_dot,
     recall_at,
-    running_topk,
 )
 from .base import Teacher
 
@@ -153,20 +153,12 @@ class DenseTeacher(Teacher):
 
     def search(self, query_idx: np.ndarray, k: int, reporter: Reporter = SILENT,
                ) -> tuple[np.ndarray, np.ndarray]:
-        if self.search_kind == "exact":
-            return self._search_exact(query_idx, k, reporter)
+        if self.search_kind == "exact":  # corpus-chunked: faiss's exact knn per chunk, running top-k, rerank
+            return super().search(query_idx, k, reporter)
         return self._search_faiss(query_idx, k, reporter)
 
-    def _search_exact(self, query_idx: np.ndarray, k: int, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
-        """Corpus-chunked exact search: faiss's exact knn per chunk, a running top-k merge, exact rerank."""
-        n = self._num_docs()
-        with reporter.task(f"search ({self.name})", len(query_idx) * n) as adv:
-            pool_i, pool_s = running_topk(None, len(query_idx), n, min(n, k + POOL_PAD), on_progress=adv,
-                                          doc_chunk=self.doc_chunk, query_chunk=self.query_chunk,
-                                          block_topk=knn_block_topk(self._queries[self._qrow[query_idx]], self._docs))
-        ids, scores, self.exhaustive_queries = exact_rerank(
-            pool_i, pool_s, k, lambda rows, d: self.pair_scores(query_idx[rows], d), n)
-        return ids, scores
+    def _block_topk(self, query_idx: np.ndarray) -> BlockTopk:
+        return knn_block_topk(self._queries[self._qrow[query_idx]], self._docs)
 
     def _search_faiss(self, query_idx: np.ndarray, k: int, reporter: Reporter) -> tuple[np.ndarray, np.ndarray]:
         kind = self.search_kind.split("-", 1)[1]
@@ -190,5 +182,5 @@ class DenseTeacher(Teacher):
         """Recall@k of the ANN result against exact search on a seeded sample of queries."""
         rng = np.random.default_rng(self.seed)
         pick = np.sort(rng.choice(len(query_idx), size=min(sample, len(query_idx)), replace=False))
-        exact_ids, _ = self._search_exact(query_idx[pick], k, SILENT)
+        exact_ids, _ = super().search(query_idx[pick], k, SILENT)
         return recall_at(ann_ids[pick], exact_ids)
