@@ -174,7 +174,7 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
     mine_options.pop("filter", None)
     judges: dict[str, Any] = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
     plan: list[tuple[FilterChain, dict[str, Any]]] = [(f, {}) for f in (chain.prefixes() if stages else [chain])]
-    if judges:  # the judges come last, after every rule
+    if any(judges.values()):  # the judges come last, after every rule (--no-relabel alone is no stage)
         plan = (plan if stages else []) + [(chain, judges)]
     rows = []
     for f, extra in plan:
