@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import typer
+from rich.markup import escape
 from typer.testing import CliRunner
 
 from hardneg.cli import app
+from hardneg.config import MineConfig
+from hardneg.training.config import TrainConfig
 
 runner = CliRunner()
 
@@ -134,3 +139,45 @@ def test_outputs_get_the_users_file_mode(tmp_path, umask):
     want = {p: (0o777 if (out / p).is_dir() else 0o666) & ~umask for p in modes}
     assert {p: oct(m) for p, m in modes.items()} == {p: oct(m) for p, m in want.items()}
     assert {"run/manifest.json", "run/negatives.parquet", "t.jsonl", "tev/train.jsonl"} <= set(modes)
+
+
+MINE_ONLY = {"--config", "--out", "--overwrite", "--no-overwrite"}  # where a run is written and what may replace it
+AUDIT_ONLY = {"--hide-fraction", "--json"}  # audit writes nothing; it hides positives and reports
+AUDIT_OWN = {"--dataset", "--split", "--seed", "--quiet", "--no-quiet", "--help"}  # same names, audit's own help / defaults
+
+
+def _options(command: str) -> dict[str, typer.core.click.Parameter]:
+    params = typer.main.get_command(app).commands[command].params  # type: ignore[attr-defined]
+    return {name: p for p in params for name in [*p.opts, *p.secondary_opts]}
+
+
+def _listed(command: str) -> set[str]:
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", res.output))
+
+
+def test_mine_and_audit_list_the_same_mining_options():
+    """`hardneg mine --help` and `hardneg audit --help` list the same mining options (audit had lost
+    --corpus, --embedding-dtype and --strict), each with one help text: every MineConfig field is one."""
+    mine, audit = _options("mine"), _options("audit")
+    assert set(mine) - MINE_ONLY == set(audit) - AUDIT_ONLY
+    assert _listed("mine") - MINE_ONLY == _listed("audit") - AUDIT_ONLY
+    assert set(mine) | {"--help"} == _listed("mine") and set(audit) | {"--help"} == _listed("audit")
+    for name in set(mine) & set(audit) - AUDIT_OWN:
+        assert (mine[name].help, mine[name].default) == (audit[name].help, audit[name].default), name
+    fields = {"--" + name.replace("_", "-") for name in MineConfig.model_fields} - {"--llm-judge"}  # via --judge
+    assert fields <= set(mine)
+    for name, field in MineConfig.model_fields.items():  # help from the field, default left to the model
+        option = mine.get("--" + name.replace("_", "-"))
+        if option is not None and name != "judge":
+            assert option.default is None and escape(field.description or "") in (option.help or ""), name
+
+
+def test_train_options_are_the_train_config_fields():
+    """`hardneg train` takes every TrainConfig field, with its description and no default of its own."""
+    train = _options("train")
+    for name, field in TrainConfig.model_fields.items():
+        option = train["--" + name.replace("_", "-")]
+        assert escape(field.description or "") in (option.help or "") and option.default is None, name
+        assert option.required == field.is_required(), name

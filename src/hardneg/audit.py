@@ -164,7 +164,9 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
                          **mine_options)
     checked.check_files()
     mine_options = {k: getattr(checked, k) for k in mine_options}
-    col = dataset if isinstance(dataset, Collection) else load(dataset, split)
+    col = dataset if isinstance(dataset, Collection) else load(
+        dataset, split, corpus=checked.corpus, query_column=checked.query_column,
+        positive_column=checked.positive_column, strict=checked.strict)
     visible, hidden = hide_positives(col, hide_fraction, seed)
     if hidden.query_idx.size == 0:
         raise ConfigError(f"{dataset}: no query has two positives, so none can be hidden and audited")
@@ -172,7 +174,7 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
     mine_options.pop("filter", None)
     judges: dict[str, Any] = {k: mine_options.pop(k) for k in ("judge", "llm_judge", "relabel") if k in mine_options}
     plan: list[tuple[FilterChain, dict[str, Any]]] = [(f, {}) for f in (chain.prefixes() if stages else [chain])]
-    if judges:  # the judges come last, after every rule
+    if any(judges.values()):  # the judges come last, after every rule (--no-relabel alone is no stage)
         plan = (plan if stages else []) + [(chain, judges)]
     rows = []
     for f, extra in plan:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -13,6 +14,10 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from .cli_options import field_help, options_from
+from .config import MineConfig
+from .training.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Mine hard negatives you can trust, with the reason each was kept or dropped.")
@@ -45,20 +50,26 @@ def _console_setup() -> None:
     warnings.showwarning = _show_warning
 
 
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(fn: Any, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``, its errors as one ``error:`` line and exit code 2."""
     from .errors import HardnegError
 
     try:
-        return fn(*args, **kwargs)
+        return fn(**kwargs)
     except HardnegError as exc:
         _fail(str(exc))
     except ValidationError as exc:
         _fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()))
 
 
-def _judges(specs: list[str] | None, relabel: bool) -> dict[str, Any]:
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line (the others are None and keep their defaults)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _judges(specs: list[str] | None) -> dict[str, Any]:
     """``--judge`` values routed to the cross-encoder and LLM settings."""
-    out: dict[str, Any] = {"judge": None, "llm_judge": None, "relabel": relabel or None}
+    out: dict[str, Any] = {"judge": None, "llm_judge": None}
     for spec in specs or []:
         key = "llm_judge" if spec.startswith("llm:") else "judge"
         if out[key] is not None:
@@ -67,160 +78,67 @@ def _judges(specs: list[str] | None, relabel: bool) -> dict[str, Any]:
     return out
 
 
-# Options shared by `mine` and `audit` (one definition, one help text).
-TeacherOpt = Annotated[str | None, Opt(help="bm25 | dense[:MODEL] | hybrid[:bm25+dense:MODEL] [default: dense]")]
-FilterOpt = Annotated[str | None, Opt("--filter", help="none | cascade | percpos:0.95 | margin:0.05 | maxscore:S | "
-                                      "minscore:S | near_duplicate:0.5 | near_positive:auto|C, join with + "
-                                      "[default: percpos:0.95]")]
-SamplerOpt = Annotated[str | None, Opt(help="top | window:10-100 | random[:A-B] | simans[:a=,b=] | top1+sampled "
-                                       "[default: top]")]
-NumNegOpt = Annotated[int | None, Opt(help="negatives per query [default: 4]")]
-DepthOpt = Annotated[int | None, Opt(help="non-positive candidates considered per query [default: 100]")]
-MaxDepthOpt = Annotated[int | None, Opt(help="re-search queries left short by the filters to this depth "
-                                        "[default: 1000]")]
-FloorOpt = Annotated[int | None, Opt(help="positive-aware rules use max(s+, score at this rank); 0 = off "
-                                     "[default: 10 for BM25, off for dense]")]
-SeedOpt = Annotated[int | None, Opt(help="seed for every random choice [default: 0]")]
-CacheOpt = Annotated[str | None, Opt(help="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")]
-SearchOpt = Annotated[str | None, Opt(help="exact | faiss-flat | faiss-hnsw | faiss-ivf | faiss-ivfsq | faiss-ivfpq "
-                                      "[default: exact]")]
-EmbDtypeOpt = Annotated[str | None, Opt(help="stored corpus embeddings: fp32 | fp16 (half the disk and reads) "
-                                        "[default: fp32]")]
-FusionOpt = Annotated[str | None, Opt(help="hybrid fusion: rrf | minmax | zscore [default: rrf]")]
-FilterOnOpt = Annotated[str | None, Opt(help="teacher whose scores the filters use (hybrid: first dense)")]
-QPromptOpt = Annotated[str | None, Opt(help="prompt prepended to queries (dense)")]
-DPromptOpt = Annotated[str | None, Opt(help="prompt prepended to documents (dense)")]
-MaxLenOpt = Annotated[int | None, Opt(help="max tokens per text (dense) [default: the model's]")]
-BatchOpt = Annotated[int | None, Opt(help="encoding batch size [default: 32]")]
-DeviceOpt = Annotated[str | None, Opt(help="torch device [default: auto]")]
-EncoderOpt = Annotated[str | None, Opt(help="dense encoder: auto (on a CPU with native bf16: openvino if "
-                                       "installed, else bf16; elsewhere torch fp32) | torch | bf16 | onnx | "
-                                       "onnx-int8 | openvino [default: auto]")]
-BackendOpt = Annotated[str | None, Opt(help="local | ray | ray:ADDRESS (an existing cluster) [default: local]")]
-QuantileOpt = Annotated[float | None, Opt(help="near_positive:auto drops candidates closer to a positive than this "
-                                          "quantile of positive-to-positive cosines [default: 0.2]")]
-NearModelOpt = Annotated[str | None, Opt(help="embedding model for near_positive when the teacher has none "
-                                         "[default: packaged MiniLM]")]
-JudgeOpt = Annotated[list[str] | None, Opt(help="cross-encoder:PATH (from `hardneg train-judge`) and/or "
-                                           "llm:http://HOST:PORT/v1 | llm:PATH.gguf; repeat for both: the LLM then "
-                                           "sees only the cross-encoder's ambiguous band")]
-LLMModelOpt = Annotated[str | None, Opt(help="model name sent to an OpenAI-compatible LLM endpoint (key from "
-                                        "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY)")]
-LLMMaxErrorOpt = Annotated[float | None, Opt(help="stop, writing nothing, when more than this share of the "
-                                           "LLM-judged pairs failed (0 = any failure) [default: 0.05]")]
-RelabelOpt = Annotated[bool, Opt(help="candidates the judges agree are relevant become positives (reason "
-                                 "'relabelled', column relabelled_ids)")]
-JudgeDepthOpt = Annotated[int | None, Opt(help="non-positive ranks the judge rescores per query [default: 30]")]
-JudgeThresholdOpt = Annotated[float | None, Opt(help="drop when the judge's calibrated P(relevant) is at least this "
-                                                "[default: 0.5]")]
+# `mine` and `audit` take every MineConfig field as an option, declared once there (help = the
+# field's description, default = the field's); `--judge` (repeatable) fills judge and llm_judge.
+MINING = "Mining options (MineConfig fields)"
+JudgeOpt = Annotated[list[str] | None, Opt(help=f"{field_help(MineConfig, 'judge')}; and/or "
+                                           f"{field_help(MineConfig, 'llm_judge')}; repeat for both",
+                                           rich_help_panel=MINING)]
 QuietOpt = Annotated[bool, Opt(help="no progress bars")]
+JsonOpt = Annotated[bool, Opt("--json", help="print one JSON object")]
+
+
+def mining_options(*, skip: tuple[str, ...] = ()) -> Callable[[Any], Any]:
+    """The MineConfig options of `mine` and `audit` (the same for both, less ``skip``)."""
+    return options_from(MineConfig, panel=MINING, skip=("llm_judge", *skip), optional=("dataset",),
+                        replace={"judge": JudgeOpt})
 
 
 @app.command()
+@mining_options()
 def mine(
-    dataset: Annotated[str | None, Opt(help="BEIR folder, pairs file (jsonl/parquet/csv) or HF dataset id")] = None,
-    split: Annotated[str | None, Opt(help="qrels split [default: train]")] = None,
-    corpus: Annotated[str | None, Opt(help="extra corpus file for a pairs dataset")] = None,
-    teacher: TeacherOpt = None,
-    filter: FilterOpt = None,
-    sampler: SamplerOpt = None,
-    num_negatives: NumNegOpt = None,
-    depth: DepthOpt = None,
-    max_depth: MaxDepthOpt = None,
-    reference_floor: FloorOpt = None,
-    seed: SeedOpt = None,
-    out_dir: Annotated[str | None, Opt("--out", help="run folder to write")] = None,
-    config: Annotated[Path | None, Opt(help="YAML file of these options (flags override it)")] = None,
-    cache_dir: CacheOpt = None,
-    search: SearchOpt = None,
-    fusion: FusionOpt = None,
-    filter_on: FilterOnOpt = None,
-    query_prompt: QPromptOpt = None,
-    doc_prompt: DPromptOpt = None,
-    max_length: MaxLenOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    encoder: EncoderOpt = None,
-    embedding_dtype: EmbDtypeOpt = None,
-    backend: BackendOpt = None,
-    calibration_quantile: QuantileOpt = None,
-    near_model: NearModelOpt = None,
-    judge: JudgeOpt = None,
-    judge_depth: JudgeDepthOpt = None,
-    judge_threshold: JudgeThresholdOpt = None,
-    llm_model: LLMModelOpt = None,
-    llm_max_error_rate: LLMMaxErrorOpt = None,
-    relabel: RelabelOpt = False,
-    strict: Annotated[bool, Opt(help="treat empty documents as errors")] = False,
+    config: Annotated[Path | None, Opt(help="YAML file of mining options (their names are its keys; flags "
+                                            "override it)")] = None,
     overwrite: Annotated[bool, Opt(help="replace a run with other settings at --out")] = False,
     quiet: QuietOpt = False,
+    **options: Any,
 ) -> None:
     """Mine hard negatives and write a run folder (candidates, negatives, manifest)."""
-    options = {k: v for k, v in locals().items() if k not in ("dataset", "config", "overwrite", "quiet", "out_dir")}
     from .mine import mine as mine_fn
     from .progress import Reporter
 
-    options["out"], options["strict"] = out_dir, strict or None
-    options.update(_judges(judge, relabel))
-    if dataset is None and config is None:
+    if options["dataset"] is None and config is None:
         _fail("give --dataset (or --config with a dataset entry)")
-    if out_dir is None and config is None:
+    if options["out"] is None and config is None:
         _fail("give --out RUN_DIR")
-    run = _call(mine_fn, dataset, config=config, reporter=Reporter(not quiet), overwrite=overwrite, **options)
+    options |= _judges(options["judge"])
+    run = _call(mine_fn, config=config, reporter=Reporter(not quiet), overwrite=overwrite, **options)
     _print_summary(run)
 
 
 @app.command()
+@mining_options(skip=("out",))
 def audit(
     dataset: Annotated[str, Opt(help="a collection with qrels (BEIR folder, pairs file, HF id)")],
     split: Annotated[str, Opt(help="qrels split")] = "test",
     hide_fraction: Annotated[float, Opt(help="share of each query's positives hidden from the miner")] = 0.5,
     seed: Annotated[int, Opt(help="seed for which positives are hidden (and the miner's seed)")] = 0,
-    teacher: TeacherOpt = None,
-    filter: FilterOpt = None,
-    sampler: SamplerOpt = None,
-    num_negatives: NumNegOpt = None,
-    depth: DepthOpt = None,
-    max_depth: MaxDepthOpt = None,
-    reference_floor: FloorOpt = None,
-    cache_dir: CacheOpt = None,
-    search: SearchOpt = None,
-    fusion: FusionOpt = None,
-    filter_on: FilterOnOpt = None,
-    query_prompt: QPromptOpt = None,
-    doc_prompt: DPromptOpt = None,
-    max_length: MaxLenOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    encoder: EncoderOpt = None,
-    backend: BackendOpt = None,
-    calibration_quantile: QuantileOpt = None,
-    near_model: NearModelOpt = None,
-    judge: JudgeOpt = None,
-    judge_depth: JudgeDepthOpt = None,
-    judge_threshold: JudgeThresholdOpt = None,
-    llm_model: LLMModelOpt = None,
-    llm_max_error_rate: LLMMaxErrorOpt = None,
-    relabel: RelabelOpt = False,
-    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
+    as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    **options: Any,
 ) -> None:
     """Measure false negatives: hide known positives, mine, count how many come back as negatives.
     FN rate, FN recall, coverage and hardness kept, per filter stage."""
-    options = {k: v for k, v in locals().items() if k not in ("dataset", "split", "hide_fraction", "seed",
-                                                              "as_json", "quiet")}
-    options.update(_judges(judge, relabel))
     from .audit import audit as audit_fn
     from .audit import audit_table
     from .progress import Reporter
 
-    result = _call(audit_fn, dataset, split, hide_fraction, seed, reporter=Reporter(not quiet and not as_json),
-                   **options)
+    options |= _judges(options["judge"])
+    result = _call(audit_fn, dataset=dataset, split=split, hide_fraction=hide_fraction, seed=seed,
+                   reporter=Reporter(not quiet and not as_json), **options)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    from rich.markup import escape
-
     t = Table(title=escape(f"audit {dataset} [{split}]: {result['queries']} queries, {result['hidden_positives']} "
                            f"hidden positives ({hide_fraction:g} of each query's)"))
     for h in ("stage (cumulative)", "FN rate", "FN recall", "coverage", "hardness kept", "negatives"):
@@ -251,9 +169,9 @@ def train_judge(
     from .decisions.cross_encoder import MANIFEST
     from .decisions.cross_encoder import train_judge as train_fn
 
-    path = _call(train_fn, negatives, out_dir, model=model, dev_queries=dev_queries, seed=seed, epochs=epochs,
-                 max_steps=max_steps, batch_size=batch_size, max_length=max_length, overwrite=overwrite,
-                 progress=not quiet)
+    path = _call(train_fn, negatives=negatives, out=out_dir, model=model, dev_queries=dev_queries, seed=seed,
+                 epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
+                 overwrite=overwrite, progress=not quiet)
     meta = json.loads((Path(path) / MANIFEST).read_text())
     out.print(f"judge {path}: {meta['train_pairs']} training pairs, dev AUC {meta['dev_auc']:.3f} on "
               f"{meta['dev_pairs']} pairs, {meta['seconds']:.0f} s", highlight=False)
@@ -279,15 +197,15 @@ def _print_summary(run: Any) -> None:
 @app.command()
 def stats(
     run_dir: Annotated[Path, typer.Argument(help="run folder")],
-    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
+    as_json: JsonOpt = False,
     bins: Annotated[int, Opt(help="histogram bins")] = 10,
 ) -> None:
     """Counts, shortfall and score histograms (positives vs selected vs kept vs dropped)."""
     from .runs.run import Run
     from .runs.summary import stats as stats_fn
 
-    run = _call(Run.load, run_dir)
-    s = stats_fn(run, bins)
+    run = _call(Run.load, path=run_dir)
+    s = stats_fn(run=run, bins=bins)
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -317,7 +235,8 @@ def export(
     """Write a run in a training format; texts are joined from the run's dataset."""
     from .export import export as export_fn
 
-    path = _call(export_fn, run_dir, fmt, out_path, scores, overwrite, relabelled_as_positives)
+    path = _call(export_fn, run=run_dir, fmt=fmt, out=out_path, with_scores=scores, overwrite=overwrite,
+                 relabelled=relabelled_as_positives)
     out.print(f"wrote {path}")
 
 
@@ -333,9 +252,9 @@ def evaluate(
     cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
     keep_identical_ids: Annotated[bool, Opt(help="keep documents whose id equals the query id")] = False,
     batch_size: Annotated[int, Opt(help="encoding batch size")] = 32,
-    encoder: EncoderOpt = None,
-    as_json: Annotated[bool, Opt("--json", help="print one JSON object")] = False,
-    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+    encoder: Annotated[str | None, Opt(help=field_help(MineConfig, "encoder") + " [default: auto]")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Retrieve over the whole corpus and report nDCG@10, Recall@100, MRR@10 (pytrec_eval semantics)."""
     from .evaluation.retrieval import DEFAULT_MEASURES
@@ -343,9 +262,9 @@ def evaluate(
     from .progress import Reporter
 
     measures = tuple(measure) if measure else DEFAULT_MEASURES
-    res = _call(evaluate_fn, dataset, split, model, teacher, measures, depth, cache_dir,
-                not keep_identical_ids, batch_size, reporter=Reporter(not (quiet or as_json)),
-                encoder=encoder or "auto")
+    res = _call(evaluate_fn, dataset=dataset, split=split, model=model, teacher=teacher, measures=measures,
+                depth=depth, cache_dir=cache_dir, ignore_identical_ids=not keep_identical_ids, batch_size=batch_size,
+                reporter=Reporter(not (quiet or as_json)), encoder=encoder or "auto")
     if per_query:
         res.save_per_query(per_query)
     if as_json:
@@ -361,34 +280,24 @@ def evaluate(
 
 
 @app.command()
+@options_from(TrainConfig, panel="Training options (TrainConfig fields)")
 def train(
-    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`")],
-    out_dir: Annotated[str, Opt("--out", help="folder for the trained model")],
-    model: Annotated[str | None, Opt(help="base model path or id [default: packaged MiniLM]")] = None,
     dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
-    loss: Annotated[str, Opt(help="mnrl | mnrl-hn | cached-mnrl | gist | gist-scores | margin-mse | kl")] = "mnrl-hn",
-    num_negatives: Annotated[int | None, Opt(help="use the first k mined negatives [default: all]")] = None,
-    batch_size: Annotated[int, Opt(help="batch size")] = 32,
-    epochs: Annotated[float, Opt(help="epochs")] = 1.0,
-    max_steps: Annotated[int, Opt(help="stop after this many steps (overrides epochs)")] = -1,
-    learning_rate: Annotated[float, Opt(help="learning rate")] = 2e-5,
-    max_length: Annotated[int | None, Opt(help="token limit for queries and documents")] = None,
-    guide: Annotated[str | None, Opt(help="guide model for --loss gist")] = None,
-    hardness_strength: Annotated[float, Opt(help="hardness weighting of mined negatives (MNRL family)")] = 0.0,
-    seed: Annotated[int, Opt(help="seed")] = 0,
     overwrite: Annotated[bool, Opt(help="replace a model trained with other settings")] = False,
-    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+    quiet: QuietOpt = False,
+    **options: Any,
 ) -> None:
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
     from .runs.run import Run
     from .training import train as train_fn
 
-    run = _call(Run.load, negatives)
-    if dataset is not None and str(Path(dataset).resolve()) != str(Path(run.manifest["config"]["dataset"]).resolve()):
-        _fail(f"{negatives}: was mined from {run.manifest['config']['dataset']}, not {dataset}")
-    path = _call(train_fn, run, out_dir, model, overwrite, not quiet, loss=loss, num_negatives=num_negatives,
-                 batch_size=batch_size, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
-                 max_length=max_length, guide=guide, hardness_strength=hardness_strength, seed=seed)
+    options = _given(options)
+    negatives = options.pop("negatives")
+    run = _call(Run.load, path=negatives)
+    mined_from = run.manifest["config"]["dataset"]
+    if dataset is not None and str(Path(dataset).resolve()) != str(Path(mined_from).resolve()):
+        _fail(f"{negatives}: was mined from {mined_from}, not {dataset}")
+    path = _call(train_fn, negatives=run, overwrite=overwrite, progress=not quiet, **options)
     out.print(f"model saved to {path}")
 
 
@@ -401,13 +310,13 @@ def experiment(
     seeds: Annotated[str | None, Opt(help="comma-separated seeds to run for every variant, replacing the config's "
                                           "(split a grid over processes, then rerun without it to merge)")] = None,
     cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
-    quiet: Annotated[bool, Opt(help="no progress bars")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
     from .experiment.grid import ExperimentConfig, run_experiment
     from .progress import Reporter
 
-    cfg = _call(ExperimentConfig.from_file, config)
+    cfg = _call(ExperimentConfig.from_file, path=config)
     if cache_dir:
         cfg.cache_dir = cache_dir
     folder = out_dir or Path("runs") / (cfg.name + ("-quick" if quick else ""))
@@ -416,7 +325,8 @@ def experiment(
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:
         _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
-    results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only, seed_list)
+    results = _call(run_experiment, cfg=cfg, out=folder, quick=quick, reporter=Reporter(not quiet), only=only,
+                    seeds=seed_list)
     from .experiment.grid import results_markdown
 
     print(results_markdown(results))
@@ -431,7 +341,7 @@ def report(
     """Write one self-contained HTML report for an experiment."""
     from .experiment.report import report as report_fn
 
-    path = _call(report_fn, exp_dir, out_path)
+    path = _call(report_fn, exp_dir=exp_dir, out=out_path)
     out.print(f"wrote {path}")
 
 

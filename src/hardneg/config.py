@@ -161,15 +161,19 @@ class MineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(description="BEIR folder, pairs file, HF dataset id or local HF folder")
-    split: str = "train"
+    dataset: str = Field(description="BEIR folder, pairs file (jsonl/parquet/csv), HF dataset id or local HF folder")
+    split: str = Field("train", description="qrels split")
     corpus: str | None = Field(None, description="extra corpus file for a pairs dataset")
-    query_column: str | None = None
-    positive_column: str | None = None
-    teacher: TeacherField = Field("dense", validate_default=True, description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
-    fusion: str = "rrf"
-    filter_on: str | None = Field(None, description="teacher whose scores the filters use")
-    filter: FilterField = Field("percpos:0.95", validate_default=True, description="none | percpos:P | margin:M | maxscore:S | minscore:S, joined by +")
+    query_column: str | None = Field(None, description="query column of a pairs dataset [default: found by name]")
+    positive_column: str | None = Field(None, description="positive column of a pairs dataset "
+                                        "[default: found by name]")
+    teacher: TeacherField = Field("dense", validate_default=True,
+                                  description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+    fusion: str = Field("rrf", description=f"hybrid fusion: {' | '.join(FUSIONS)}")
+    filter_on: str | None = Field(None, description="teacher whose scores the filters use (hybrid: first dense)")
+    filter: FilterField = Field("percpos:0.95", validate_default=True,
+                                description="none | cascade | percpos:0.95 | margin:0.05 | maxscore:S | minscore:S | "
+                                "near_duplicate:0.5 | near_positive:auto|C | knn_positive:0.5, joined by +")
     max_depth: int = Field(1000, ge=1, description="queries left short by the filters are searched again "
                            "to this depth (set equal to depth to turn off)")
     reference_floor: int | None = Field(
@@ -186,10 +190,11 @@ class MineConfig(BaseModel):
                                    "is at least this")
     llm_judge: str | None = Field(None, description="llm:http(s)://HOST/v1 (OpenAI-compatible) or llm:PATH.gguf; "
                                   "with a cross-encoder it sees only the ambiguous band")
-    llm_model: str = "default"
-    llm_concurrency: int = Field(4, ge=1)
-    llm_retries: int = Field(3, ge=0)
-    llm_timeout: float = Field(30.0, gt=0)
+    llm_model: str = Field("default", description="model name sent to an OpenAI-compatible LLM endpoint (key from "
+                           "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY)")
+    llm_concurrency: int = Field(4, ge=1, description="LLM requests in flight at once")
+    llm_retries: int = Field(3, ge=0, description="retries of a failed LLM request")
+    llm_timeout: float = Field(30.0, gt=0, description="seconds before an LLM request fails")
     llm_max_error_rate: float = Field(0.05, ge=0, le=1, description="stop the run, writing nothing, when more "
                                       "than this share of the LLM-judged pairs failed (0 = any failure)")
     llm_threshold: float = Field(0.5, gt=0, lt=1, description="drop when the LLM's P(yes) is at least this")
@@ -197,23 +202,25 @@ class MineConfig(BaseModel):
                             "go to the LLM")
     relabel: bool = Field(False, description="candidates the judges agree are relevant become positives "
                           "(reason 'relabelled', column relabelled_ids), never silently")
-    sampler: SamplerField = Field("top", validate_default=True)
-    num_negatives: int = Field(4, ge=1)
+    sampler: SamplerField = Field("top", validate_default=True, description="top | window:10-100 | random[:A-B] | "
+                                  "simans[:a=,b=] | top1+sampled[:A-B]")
+    num_negatives: int = Field(4, ge=1, description="negatives per query")
     depth: int = Field(100, ge=1, description="non-positive candidates considered per query")
-    seed: int = 0
-    search: str = "exact"
-    query_prompt: str | None = None
-    doc_prompt: str | None = None
-    max_length: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
-    device: str | None = None
+    seed: int = Field(0, description="seed for every random choice")
+    search: str = Field("exact", description=" | ".join(SEARCH_KINDS))
+    query_prompt: str | None = Field(None, description="prompt prepended to queries (dense)")
+    doc_prompt: str | None = Field(None, description="prompt prepended to documents (dense)")
+    max_length: int | None = Field(None, ge=1, description="max tokens per text (dense) [default: the model's]")
+    batch_size: int = Field(32, ge=1, description="encoding batch size")
+    device: str | None = Field(None, description="torch device [default: auto]")
     encoder: str = Field("auto", description="dense encoder: auto (on a CPU with native bf16: openvino if installed, "
-                         "else bf16; elsewhere torch) | torch | bf16 | onnx | onnx-int8 | openvino")
-    embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 or fp16")
-    backend: BackendField = Field("local", validate_default=True, description="local (in-process) or ray[:ADDRESS] (tasks over query shards)")
-    strict: bool = False
-    cache_dir: str | None = None
-    out: str | None = None
+                         "else bf16; elsewhere torch fp32) | torch | bf16 | onnx | onnx-int8 | openvino")
+    embedding_dtype: str = Field("fp32", description="stored corpus embeddings: fp32 | fp16 (half the disk and reads)")
+    backend: BackendField = Field("local", validate_default=True, description="local (in-process) | ray | "
+                                  "ray:ADDRESS (an existing cluster): tasks over query shards")
+    strict: bool = Field(False, description="treat empty documents as errors")
+    cache_dir: str | None = Field(None, description="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")
+    out: str | None = Field(None, description="run folder to write")
 
     @field_validator("llm_judge")
     @classmethod

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from .config import LOSSES
 from .guided import GuidedInfoNCELoss
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
 WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
 WITH_LABELS = ("margin-mse", "kl", "gist-scores")
 

@@ -11,41 +11,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, RunError
 from ..export import st_table
 from ..runs.files import publish_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
-from .losses import LOSSES, WITH_LABELS, WITH_NEGATIVES, build_loss
+from .config import LOSSES, TrainConfig
+from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
 
 MANIFEST = "hardneg_train.json"
-
-
-class TrainConfig(BaseModel):
-    """How to fine-tune. Equal configs on the same run and base model give the same model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    negatives: str = Field(description="run folder from `hardneg mine`")
-    out: str
-    model: str | None = Field(None, description="base model path or id [default: packaged MiniLM]")
-    loss: str = "mnrl-hn"
-    num_negatives: int | None = Field(None, ge=1, description="use the first k mined negatives [default: all]")
-    batch_size: int = Field(32, ge=2)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="stop after this many steps (overrides epochs)")
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    seed: int = 0
-    max_length: int | None = Field(None, ge=8, description="token limit for queries and documents")
-    guide: str | None = Field(None, description="guide model for gist / cached-gist")
-    hardness_strength: float = 0.0
-    mini_batch_size: int = Field(16, ge=1)
-
-    def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "negatives"})
 
 
 def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.Table:
@@ -90,7 +65,28 @@ def train(negatives: str | Path | Run, out: str | Path, model: str | None = None
     """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
     ``out`` with ``hardneg_train.json`` (the run it used, every setting, timings). Batches never
     hold the same text twice, so no query or document id twice (NO_DUPLICATES sampler). A GPU is used when
-    present. A finished model with the same settings at ``out`` is returned as it is."""
+    present. A finished model with the same settings at ``out`` is returned as it is.
+
+    Args:
+        negatives: a run folder from ``hardneg mine`` (or a loaded :class:`Run`).
+        out: folder for the trained model.
+        model: base model path or id (None = the packaged MiniLM).
+        overwrite: replace a model trained with other settings at ``out``.
+        progress: show the trainer's progress bar.
+        **options: the other :class:`TrainConfig` fields (``loss``, ``num_negatives``, ``batch_size``,
+            ``epochs``, ``max_steps``, ``learning_rate``, ``seed``, ...), with its defaults.
+
+    Returns:
+        ``out`` as a Path.
+
+    Example:
+        ::
+
+            import hardneg
+
+            run = hardneg.mine("scifact", teacher="bm25", out="runs/scifact")
+            hardneg.train(run, "models/scifact", loss="mnrl-hn", max_steps=100)
+    """
     run = negatives if isinstance(negatives, Run) else Run.load(negatives)
     cfg = TrainConfig(negatives=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
