@@ -4,7 +4,6 @@ Tevatron. Texts are joined here, and only here."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .collection.data import Collection
 from .errors import ConfigError
-from .runs.files import atomic_write, publish_dir
+from .runs.files import atomic_write, staged_dir
 from .runs.run import Run
 
 ST_FORMATS = ("pair", "triplet", "n-tuple", "labeled-pair", "labeled-list")
@@ -200,10 +199,7 @@ def export(run: Run | str | Path, fmt: str, out: str | Path, with_scores: bool =
               "positive_document_ids": r["positive_ids"], "negative_document_ids": r["negative_ids"]}
              for r in run.negatives.to_pylist()]
     corpus = [{"docid": d, "title": "", "text": t} for d, t in zip(col.doc_ids.tolist(), col.doc_texts)]
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "train.jsonl").write_text(_jsonl(train), encoding="utf-8")
-    (staging / "corpus.jsonl").write_text(_jsonl(corpus), encoding="utf-8")
-    publish_dir(staging, out, overwrite)
+    with staged_dir(out, overwrite) as staging:
+        (staging / "train.jsonl").write_text(_jsonl(train), encoding="utf-8")
+        (staging / "corpus.jsonl").write_text(_jsonl(corpus), encoding="utf-8")
     return out

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..collection.data import Collection
 from ..errors import ConfigError, RunError
-from ..runs.files import publish_dir, write_json
+from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import resolve_model
 from ..runs.run import Run
 
@@ -96,34 +96,32 @@ def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None 
     t0 = time.perf_counter()
     base = resolve_model(model)
     ce = CrossEncoder(base, num_labels=1, max_length=max_length)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(staging / "_trainer"), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_steps=0.1, seed=seed,
-        data_seed=seed, save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=not progress)
-    ds = datasets.Dataset.from_dict({"query": [t[0] for t in train_texts], "document": [t[1] for t in train_texts],
-                                     "label": train_labels.astype(np.float32)})
-    pos_weight = float((train_labels == 0).sum() / max((train_labels == 1).sum(), 1))
-    import torch
+    with staged_dir(out, overwrite=True) as staging:
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(staging / "_trainer"), num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_steps=0.1, seed=seed,
+            data_seed=seed, save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=not progress)
+        ds = datasets.Dataset.from_dict({"query": [t[0] for t in train_texts], "document": [t[1] for t in train_texts],
+                                         "label": train_labels.astype(np.float32)})
+        pos_weight = float((train_labels == 0).sum() / max((train_labels == 1).sum(), 1))
+        import torch
 
-    loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(pos_weight))
-    result = CrossEncoderTrainer(model=ce, args=args, train_dataset=ds, loss=loss).train()
-    shutil.rmtree(staging / "_trainer", ignore_errors=True)
-    logits = np.asarray(ce.predict(dev_texts, batch_size=32, activation_fn=torch.nn.Identity(),
-                                   show_progress_bar=progress), dtype=np.float64)
-    a, b = platt(logits, dev_labels)
-    ce.save(str(staging))
-    write_json(staging / MANIFEST, {
-        "kind": "cross-encoder", "base_model": base, "run": str(run.path) if run.path else None,
-        "run_fingerprint": run.manifest["config_fingerprint"], "dev_queries": dev_queries, "seed": seed,
-        "train_pairs": int(train_labels.size), "train_positives": int(train_labels.sum()),
-        "dev_pairs": int(dev_labels.size), "dev_auc": round(auc(logits, dev_labels), 6),
-        "calibration": {"a": a, "b": b, "method": "Platt scaling on dev pairs"},
-        "steps": int(result.global_step), "train_loss": float(result.training_loss),
-        "max_length": max_length, "seconds": round(time.perf_counter() - t0, 1),
-    })
-    publish_dir(staging, out, overwrite=True)
+        loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(pos_weight))
+        result = CrossEncoderTrainer(model=ce, args=args, train_dataset=ds, loss=loss).train()
+        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        logits = np.asarray(ce.predict(dev_texts, batch_size=32, activation_fn=torch.nn.Identity(),
+                                       show_progress_bar=progress), dtype=np.float64)
+        a, b = platt(logits, dev_labels)
+        ce.save(str(staging))
+        write_json(staging / MANIFEST, {
+            "kind": "cross-encoder", "base_model": base, "run": str(run.path) if run.path else None,
+            "run_fingerprint": run.manifest["config_fingerprint"], "dev_queries": dev_queries, "seed": seed,
+            "train_pairs": int(train_labels.size), "train_positives": int(train_labels.sum()),
+            "dev_pairs": int(dev_labels.size), "dev_auc": round(auc(logits, dev_labels), 6),
+            "calibration": {"a": a, "b": b, "method": "Platt scaling on dev pairs"},
+            "steps": int(result.global_step), "train_loss": float(result.training_loss),
+            "max_length": max_length, "seconds": round(time.perf_counter() - t0, 1),
+        })
     return out
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, RunError
 from ..export import st_table
-from ..runs.files import publish_dir, write_json
+from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .losses import LOSSES, WITH_LABELS, WITH_NEGATIVES, build_loss
@@ -128,33 +128,31 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
-        logging_steps=10, disable_tqdm=not progress)
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
-    result = trainer.train()
-    shutil.rmtree(staging / "_trainer", ignore_errors=True)
-    if cfg.max_length:
-        student.max_seq_length = full_length  # a shorter training length is a training economy only
-    student.save(str(staging))
-    write_json(staging / MANIFEST, {
-        "fingerprint": key,
-        "config": cfg.model_dump(),
-        "base_model_path": base_path,
-        "run": source,
-        "train_rows": table.num_rows,
-        "columns": table.column_names,
-        "steps": int(result.global_step),
-        "train_loss": float(result.training_loss),
-        "loss": loss_settings(loss),
-        "device": str(student.device),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
-    })
-    publish_dir(staging, out, overwrite=True)
+    with staged_dir(out, overwrite=True) as staging:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+            warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
+            logging_steps=10, disable_tqdm=not progress)
+        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
+        result = trainer.train()
+        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        if cfg.max_length:
+            student.max_seq_length = full_length  # a shorter training length is a training economy only
+        student.save(str(staging))
+        write_json(staging / MANIFEST, {
+            "fingerprint": key,
+            "config": cfg.model_dump(),
+            "base_model_path": base_path,
+            "run": source,
+            "train_rows": table.num_rows,
+            "columns": table.column_names,
+            "steps": int(result.global_step),
+            "train_loss": float(result.training_loss),
+            "loss": loss_settings(loss),
+            "device": str(student.device),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
+        })
     return out
