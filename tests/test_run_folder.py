@@ -62,3 +62,11 @@ def test_a_changed_snapshot_is_refused(scifact_slice, tmp_path, monkeypatch):
     docs.unlink()
     with pytest.raises(RunError, match="not in the cache"):
         hardneg.Run.load(out).collection()
+
+
+@pytest.mark.parametrize("command", ["train", "train-judge"])
+def test_the_run_folder_option_is_run_and_negatives_still_works(command):
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert res.exit_code == 0 and "--run" in res.output and "--negatives" in res.output
+    res = CliRunner().invoke(app, [command, "--negatives", "/nonexistent/run", "--out", "/nonexistent/out"])
+    assert res.exit_code != 0 and "run folder not found" in res.output

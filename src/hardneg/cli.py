@@ -235,7 +235,8 @@ def audit(
 
 @app.command("train-judge")
 def train_judge(
-    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`: its positives and negatives are the pairs")],
+    run_dir: Annotated[str, Opt("--run", "--negatives", help="run folder from `hardneg mine`: its positives and "
+                                                           "negatives are the pairs")],
     out_dir: Annotated[str, Opt("--out", help="judge folder to write (a CrossEncoder + hardneg_judge.json)")],
     model: Annotated[str | None, Opt(help="backbone [default: packaged MiniLM with a fresh head]")] = None,
     dev_queries: Annotated[int, Opt(help="queries held out to calibrate the probabilities")] = 50,
@@ -251,7 +252,7 @@ def train_judge(
     from .decisions.cross_encoder import MANIFEST
     from .decisions.cross_encoder import train_judge as train_fn
 
-    path = _call(train_fn, negatives, out_dir, model=model, dev_queries=dev_queries, seed=seed, epochs=epochs,
+    path = _call(train_fn, run_dir, out_dir, model=model, dev_queries=dev_queries, seed=seed, epochs=epochs,
                  max_steps=max_steps, batch_size=batch_size, max_length=max_length, overwrite=overwrite,
                  progress=not quiet)
     meta = json.loads((Path(path) / MANIFEST).read_text())
@@ -284,10 +285,10 @@ def stats(
 ) -> None:
     """Counts, shortfall and score histograms (positives vs selected vs kept vs dropped)."""
     from .runs.run import Run
-    from .runs.summary import stats as stats_fn
+    from .runs.summary import summary
 
     run = _call(Run.load, run_dir)
-    s = stats_fn(run, bins)
+    s = summary(run, bins)
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -362,7 +363,7 @@ def evaluate(
 
 @app.command()
 def train(
-    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`")],
+    run_dir: Annotated[str, Opt("--run", "--negatives", help="run folder from `hardneg mine`")],
     out_dir: Annotated[str, Opt("--out", help="folder for the trained model")],
     model: Annotated[str | None, Opt(help="base model path or id [default: packaged MiniLM]")] = None,
     dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
@@ -383,9 +384,9 @@ def train(
     from .runs.run import Run
     from .training import train as train_fn
 
-    run = _call(Run.load, negatives)
+    run = _call(Run.load, run_dir)
     if dataset is not None and str(Path(dataset).resolve()) != str(Path(run.manifest["config"]["dataset"]).resolve()):
-        _fail(f"{negatives}: was mined from {run.manifest['config']['dataset']}, not {dataset}")
+        _fail(f"{run_dir}: was mined from {run.manifest['config']['dataset']}, not {dataset}")
     path = _call(train_fn, run, out_dir, model, overwrite, not quiet, loss=loss, num_negatives=num_negatives,
                  batch_size=batch_size, epochs=epochs, max_steps=max_steps, learning_rate=learning_rate,
                  max_length=max_length, guide=guide, hardness_strength=hardness_strength, seed=seed)

@@ -71,12 +71,22 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None = None, dev_queries: int = 50,
+def train_judge(run: str | Path | Run, out: str | Path, model: str | None = None, dev_queries: int = 50,
                 seed: int = 0, epochs: float = 1.0, max_steps: int = -1, batch_size: int = 16,
                 learning_rate: float = 2e-5, max_length: int = 256, overwrite: bool = False,
                 progress: bool = True) -> Path:
     """Train a cross-encoder on a run's positives and negatives, holding out ``dev_queries`` queries
-    for calibration, and save a CrossEncoder folder plus ``hardneg_judge.json`` (calibration, dev AUC)."""
+    for calibration, and save a CrossEncoder folder plus ``hardneg_judge.json`` (calibration, dev AUC).
+
+    Args:
+        run: a run folder from ``hardneg mine``, or a loaded :class:`Run`; its collection snapshot
+            gives the texts and the labelled pairs.
+        out: folder for the judge. The other arguments are the training's settings.
+
+    Example::
+
+        train_judge("runs/scifact", "judges/ce", dev_queries=50, epochs=1)
+    """
     import datasets
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -88,7 +98,7 @@ def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None 
     out = Path(out)
     if (out / MANIFEST).exists() and not overwrite:
         raise RunError(f"{out}: a judge is already there (use --overwrite)")
-    run = negatives if isinstance(negatives, Run) else Run.load(negatives)
+    run = run if isinstance(run, Run) else Run.load(run)
     col = run.collection()
     fit, dev = col.holdout(dev_queries, seed, "fit"), col.holdout(dev_queries, seed, "dev")
     train_texts, train_labels = _pairs(fit, run)

@@ -39,6 +39,7 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> Run:
+        """Read a finished run folder (its collection is read, and checked, when first needed)."""
         p = Path(path)
         if not p.is_dir():
             raise RunError(f"{p}: run folder not found")

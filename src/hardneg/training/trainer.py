@@ -28,7 +28,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    negatives: str = Field(description="run folder from `hardneg mine`")
+    run: str = Field(description="run folder from `hardneg mine` (or the table the rows came from)")
     out: str
     model: str | None = Field(None, description="base model path or id [default: packaged MiniLM]")
     loss: str = "mnrl-hn"
@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     mini_batch_size: int = Field(16, ge=1)
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "negatives"})
+        return self.model_dump(exclude={"out", "run"})
 
 
 def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.Table:
@@ -85,23 +85,42 @@ def _set_max_length(student: Any, max_length: int | None, base_path: str) -> Any
     return full_length
 
 
-def train(negatives: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
+def train(run: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
           progress: bool = True, **options: Any) -> Path:
     """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
     ``out`` with ``hardneg_train.json`` (the run it used, every setting, timings). Batches never
     hold the same text twice, so no query or document id twice (NO_DUPLICATES sampler). A GPU is used when
-    present. A finished model with the same settings at ``out`` is returned as it is."""
-    run = negatives if isinstance(negatives, Run) else Run.load(negatives)
-    cfg = TrainConfig(negatives=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
+    present. A finished model with the same settings at ``out`` is returned as it is. Texts come
+    from the run's collection snapshot (:meth:`Run.collection`), not from the dataset path.
+
+    Args:
+        run: a run folder from ``hardneg mine``, or a loaded :class:`Run`.
+        out: folder for the trained model (published atomically).
+        model: base model path or hub id (default: the packaged MiniLM).
+        overwrite: replace a model trained with other settings at ``out``.
+        progress: show the trainer's progress bars.
+        **options: :class:`TrainConfig` fields: ``loss``, ``num_negatives``, ``batch_size``,
+            ``epochs``, ``max_steps``, ``learning_rate``, ``max_length``, ``guide``, ``seed``, ...
+
+    Returns:
+        ``out``.
+
+    Example::
+
+        hardneg.train("runs/scifact", "models/mnrl-hn", loss="mnrl-hn", batch_size=32, epochs=1)
+    """
+    run = run if isinstance(run, Run) else Run.load(run)
+    cfg = TrainConfig(run=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
-    return train_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
+    return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
 
 
-def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
+def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
                 progress: bool = True) -> Path:
-    """Train on the table ``make_table()`` returns (built only when training is needed);
-    ``source`` says where the rows came from and goes into the manifest and the cache key."""
+    """Train a model on the table ``make_table()`` returns (built only when training is needed);
+    ``source`` says where the rows came from and goes into the manifest and the cache key. The
+    model is written to ``cfg.out`` through a staging folder, as :func:`train` does."""
     import datasets
     from sentence_transformers import (
         SentenceTransformer,
