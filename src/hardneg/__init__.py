@@ -9,7 +9,7 @@ from .evaluation.retrieval import Evaluation, evaluate
 from .export import FORMATS, export, to_dataset
 from .mine import mine
 from .runs.run import Run
-from .runs.summary import stats
+from .runs.summary import stats, summary
 
 
 def train(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +42,7 @@ __all__ = [
     "mine",
     "save_beir",
     "stats",
+    "summary",
     "to_dataset",
     "train",
 ]

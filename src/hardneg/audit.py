@@ -9,7 +9,6 @@ with the stages up to it (searches come from the cache, so this costs little).""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from .decisions.filters import FilterChain
 from .errors import ConfigError
 from .mine import mine
 from .progress import SILENT, Reporter
+from .runs.files import hashes64
 from .runs.run import Run
 
 QUANTILES = (0.1, 0.5, 0.9)
@@ -46,8 +46,8 @@ def hide_positives(col: Collection, fraction: float, seed: int = 0) -> tuple[Col
     pos = col.positives()
     n = np.bincount(pos.query_idx, minlength=col.query_ids.size)[pos.query_idx]
     h = np.where(n >= 2, np.clip(np.floor(fraction * n), 1, n - 1), 0).astype(np.int64)
-    keys = np.array([int.from_bytes(hashlib.blake2b(f"{seed}\t{q}\t{d}".encode(), digest_size=8).digest(), "little")
-                     for q, d in zip(col.query_ids[pos.query_idx], col.doc_ids[pos.doc_idx])], dtype=np.uint64)
+    keys = hashes64((f"{seed}\t{q}\t{d}" for q, d in zip(col.query_ids[pos.query_idx], col.doc_ids[pos.doc_idx])),
+                    pos.query_idx.size)
     order = np.lexsort((keys, pos.query_idx))
     qs = pos.query_idx[order]
     start = np.searchsorted(qs, qs)  # first position of each query in the sorted order

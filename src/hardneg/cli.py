@@ -153,7 +153,8 @@ def audit(
 
 @app.command("train-judge")
 def train_judge(
-    negatives: Annotated[str, Opt(help="run folder from `hardneg mine`: its positives and negatives are the pairs")],
+    run_dir: Annotated[str, Opt("--run", "--negatives", help="run folder from `hardneg mine`: its positives and "
+                                                           "negatives are the pairs")],
     out_dir: Annotated[str, Opt("--out", help="judge folder to write (a CrossEncoder + hardneg_judge.json)")],
     model: Annotated[str | None, Opt(help="backbone [default: packaged MiniLM with a fresh head]")] = None,
     dev_queries: Annotated[int, Opt(help="queries held out to calibrate the probabilities")] = 50,
@@ -169,7 +170,7 @@ def train_judge(
     from .decisions.cross_encoder import MANIFEST
     from .decisions.cross_encoder import train_judge as train_fn
 
-    path = _call(train_fn, negatives=negatives, out=out_dir, model=model, dev_queries=dev_queries, seed=seed,
+    path = _call(train_fn, run=run_dir, out=out_dir, model=model, dev_queries=dev_queries, seed=seed,
                  epochs=epochs, max_steps=max_steps, batch_size=batch_size, max_length=max_length,
                  overwrite=overwrite, progress=not quiet)
     meta = json.loads((Path(path) / MANIFEST).read_text())
@@ -202,10 +203,10 @@ def stats(
 ) -> None:
     """Counts, shortfall and score histograms (positives vs selected vs kept vs dropped)."""
     from .runs.run import Run
-    from .runs.summary import stats as stats_fn
+    from .runs.summary import summary
 
     run = _call(Run.load, path=run_dir)
-    s = stats_fn(run=run, bins=bins)
+    s = summary(run=run, bins=bins)
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -282,6 +283,7 @@ def evaluate(
 @app.command()
 @options_from(TrainConfig, panel="Training options (TrainConfig fields)")
 def train(
+    run: Annotated[str, Opt("--run", "--negatives", help=field_help(TrainConfig, "run"))],
     dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
     overwrite: Annotated[bool, Opt(help="replace a model trained with other settings")] = False,
     quiet: QuietOpt = False,
@@ -292,12 +294,11 @@ def train(
     from .training import train as train_fn
 
     options = _given(options)
-    negatives = options.pop("negatives")
-    run = _call(Run.load, path=negatives)
-    mined_from = run.manifest["config"]["dataset"]
+    loaded = _call(Run.load, path=run)
+    mined_from = loaded.manifest["config"]["dataset"]
     if dataset is not None and str(Path(dataset).resolve()) != str(Path(mined_from).resolve()):
-        _fail(f"{negatives}: was mined from {mined_from}, not {dataset}")
-    path = _call(train_fn, negatives=run, overwrite=overwrite, progress=not quiet, **options)
+        _fail(f"{run}: was mined from {mined_from}, not {dataset}")
+    path = _call(train_fn, run=loaded, overwrite=overwrite, progress=not quiet, **options)
     out.print(f"model saved to {path}")
 
 

@@ -1,10 +1,9 @@
 """Exporters: a run's ids become the training formats of sentence-transformers, FlagEmbedding and
-Tevatron. Texts are joined here, and only here."""
+Tevatron. Texts are joined here, and only here, from the run's collection snapshot."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pyarrow.parquet as pq
 
 from .collection import Collection
 from .errors import ConfigError
-from .runs.files import atomic_write, publish_dir
+from .runs.files import atomic_write, staged_dir
 from .runs.run import Run
 
 ST_FORMATS = ("pair", "triplet", "n-tuple", "labeled-pair", "labeled-list")
@@ -148,8 +147,18 @@ def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collecti
 
 
 def to_dataset(run: Run, fmt: str = "n-tuple", with_scores: bool = False, relabelled: bool = False) -> Any:
-    """The run as a ``datasets.Dataset`` in a sentence-transformers format (``relabelled``: see
-    :func:`with_relabelled`)."""
+    """The run as a ``datasets.Dataset`` in a sentence-transformers format.
+
+    Args:
+        run: a mining result; texts come from its collection snapshot.
+        fmt: ``pair``, ``triplet``, ``n-tuple``, ``labeled-pair`` or ``labeled-list``.
+        with_scores: add the teacher's scores (a ``score`` column, for distillation).
+        relabelled: train on relabelled candidates as positives (:func:`with_relabelled`).
+
+    Example::
+
+        ds = hardneg.to_dataset(hardneg.Run.load("runs/scifact"), "triplet")
+    """
     import datasets
 
     return datasets.Dataset(st_table(with_relabelled(run) if relabelled else run, fmt, with_scores))
@@ -173,9 +182,23 @@ def flagembedding_rows(run: Run, collection: Collection | None = None) -> list[d
 
 def export(run: Run | str | Path, fmt: str, out: str | Path, with_scores: bool = False,
            overwrite: bool = False, relabelled: bool = False) -> Path:
-    """Write a run in ``fmt``: an ST format to .parquet or .jsonl (by ``out``'s suffix),
-    ``flagembedding`` to a .jsonl file, ``tevatron`` to a folder (train.jsonl + corpus.jsonl).
-    ``relabelled`` trains on relabelled candidates as positives (:func:`with_relabelled`)."""
+    """Write a run in a training format, atomically. Texts come from the run's collection snapshot
+    (:meth:`Run.collection`), so a run exports even when the data it was mined from is gone.
+
+    Args:
+        run: a run folder or a loaded :class:`Run`.
+        fmt: an ST format (``pair``, ``triplet``, ``n-tuple``, ``labeled-pair``, ``labeled-list``)
+            written to .parquet or .jsonl by ``out``'s suffix; ``flagembedding`` to a .jsonl file;
+            ``tevatron`` to a folder (train.jsonl + corpus.jsonl).
+        out: the file or folder to write.
+        with_scores: add the teacher's scores (for distillation).
+        overwrite: replace an existing ``out``.
+        relabelled: train on relabelled candidates as positives (:func:`with_relabelled`).
+
+    Example::
+
+        hardneg.export("runs/scifact", "triplet", "train.parquet")
+    """
     if not isinstance(run, Run):
         run = Run.load(run)
     if relabelled:
@@ -200,10 +223,7 @@ def export(run: Run | str | Path, fmt: str, out: str | Path, with_scores: bool =
               "positive_document_ids": r["positive_ids"], "negative_document_ids": r["negative_ids"]}
              for r in run.negatives.to_pylist()]
     corpus = [{"docid": d, "title": "", "text": t} for d, t in zip(col.doc_ids.tolist(), col.doc_texts)]
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    (staging / "train.jsonl").write_text(_jsonl(train), encoding="utf-8")
-    (staging / "corpus.jsonl").write_text(_jsonl(corpus), encoding="utf-8")
-    publish_dir(staging, out, overwrite)
+    with staged_dir(out, overwrite) as staging:
+        (staging / "train.jsonl").write_text(_jsonl(train), encoding="utf-8")
+        (staging / "corpus.jsonl").write_text(_jsonl(corpus), encoding="utf-8")
     return out

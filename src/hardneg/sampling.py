@@ -7,7 +7,6 @@ Rows with fewer than n survivors keep what there is; the shortfall is reported, 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from .decisions.filters import format_number, parse_number
 from .errors import ConfigError
+from .runs.files import hashes64
 
 SAMPLERS = ("top", "window", "random", "simans", "top1+sampled")
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -69,8 +69,7 @@ class SamplerSpec:
 
 def id_hashes(ids: np.ndarray) -> np.ndarray:
     """Stable 64-bit hash of each id string."""
-    return np.fromiter((int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little")
-                        for i in ids), dtype=np.uint64, count=len(ids))
+    return hashes64((str(i) for i in ids), len(ids))
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..collection import Collection
 from ..errors import ConfigError, RunError
-from ..runs.files import publish_dir, write_json
+from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import resolve_model
 from ..runs.run import Run
 
@@ -71,12 +71,22 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None = None, dev_queries: int = 50,
+def train_judge(run: str | Path | Run, out: str | Path, model: str | None = None, dev_queries: int = 50,
                 seed: int = 0, epochs: float = 1.0, max_steps: int = -1, batch_size: int = 16,
                 learning_rate: float = 2e-5, max_length: int = 256, overwrite: bool = False,
                 progress: bool = True) -> Path:
     """Train a cross-encoder on a run's positives and negatives, holding out ``dev_queries`` queries
-    for calibration, and save a CrossEncoder folder plus ``hardneg_judge.json`` (calibration, dev AUC)."""
+    for calibration, and save a CrossEncoder folder plus ``hardneg_judge.json`` (calibration, dev AUC).
+
+    Args:
+        run: a run folder from ``hardneg mine``, or a loaded :class:`Run`; its collection snapshot
+            gives the texts and the labelled pairs.
+        out: folder for the judge. The other arguments are the training's settings.
+
+    Example::
+
+        train_judge("runs/scifact", "judges/ce", dev_queries=50, epochs=1)
+    """
     import datasets
     from sentence_transformers.cross_encoder import (
         CrossEncoder,
@@ -88,7 +98,7 @@ def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None 
     out = Path(out)
     if (out / MANIFEST).exists() and not overwrite:
         raise RunError(f"{out}: a judge is already there (use --overwrite)")
-    run = negatives if isinstance(negatives, Run) else Run.load(negatives)
+    run = run if isinstance(run, Run) else Run.load(run)
     col = run.collection()
     fit, dev = col.holdout(dev_queries, seed, "fit"), col.holdout(dev_queries, seed, "dev")
     train_texts, train_labels = _pairs(fit, run)
@@ -96,34 +106,32 @@ def train_judge(negatives: str | Path | Run, out: str | Path, model: str | None 
     t0 = time.perf_counter()
     base = resolve_model(model)
     ce = CrossEncoder(base, num_labels=1, max_length=max_length)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    args = CrossEncoderTrainingArguments(
-        output_dir=str(staging / "_trainer"), num_train_epochs=epochs, max_steps=max_steps,
-        per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_steps=0.1, seed=seed,
-        data_seed=seed, save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=not progress)
-    ds = datasets.Dataset.from_dict({"query": [t[0] for t in train_texts], "document": [t[1] for t in train_texts],
-                                     "label": train_labels.astype(np.float32)})
-    pos_weight = float((train_labels == 0).sum() / max((train_labels == 1).sum(), 1))
-    import torch
+    with staged_dir(out, overwrite=True) as staging:
+        args = CrossEncoderTrainingArguments(
+            output_dir=str(staging / "_trainer"), num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=batch_size, learning_rate=learning_rate, warmup_steps=0.1, seed=seed,
+            data_seed=seed, save_strategy="no", report_to="none", logging_steps=10, disable_tqdm=not progress)
+        ds = datasets.Dataset.from_dict({"query": [t[0] for t in train_texts], "document": [t[1] for t in train_texts],
+                                         "label": train_labels.astype(np.float32)})
+        pos_weight = float((train_labels == 0).sum() / max((train_labels == 1).sum(), 1))
+        import torch
 
-    loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(pos_weight))
-    result = CrossEncoderTrainer(model=ce, args=args, train_dataset=ds, loss=loss).train()
-    shutil.rmtree(staging / "_trainer", ignore_errors=True)
-    logits = np.asarray(ce.predict(dev_texts, batch_size=32, activation_fn=torch.nn.Identity(),
-                                   show_progress_bar=progress), dtype=np.float64)
-    a, b = platt(logits, dev_labels)
-    ce.save(str(staging))
-    write_json(staging / MANIFEST, {
-        "kind": "cross-encoder", "base_model": base, "run": str(run.path) if run.path else None,
-        "run_fingerprint": run.manifest["config_fingerprint"], "dev_queries": dev_queries, "seed": seed,
-        "train_pairs": int(train_labels.size), "train_positives": int(train_labels.sum()),
-        "dev_pairs": int(dev_labels.size), "dev_auc": round(auc(logits, dev_labels), 6),
-        "calibration": {"a": a, "b": b, "method": "Platt scaling on dev pairs"},
-        "steps": int(result.global_step), "train_loss": float(result.training_loss),
-        "max_length": max_length, "seconds": round(time.perf_counter() - t0, 1),
-    })
-    publish_dir(staging, out, overwrite=True)
+        loss = BinaryCrossEntropyLoss(ce, pos_weight=torch.tensor(pos_weight))
+        result = CrossEncoderTrainer(model=ce, args=args, train_dataset=ds, loss=loss).train()
+        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        logits = np.asarray(ce.predict(dev_texts, batch_size=32, activation_fn=torch.nn.Identity(),
+                                       show_progress_bar=progress), dtype=np.float64)
+        a, b = platt(logits, dev_labels)
+        ce.save(str(staging))
+        write_json(staging / MANIFEST, {
+            "kind": "cross-encoder", "base_model": base, "run": str(run.path) if run.path else None,
+            "run_fingerprint": run.manifest["config_fingerprint"], "dev_queries": dev_queries, "seed": seed,
+            "train_pairs": int(train_labels.size), "train_positives": int(train_labels.sum()),
+            "dev_pairs": int(dev_labels.size), "dev_auc": round(auc(logits, dev_labels), 6),
+            "calibration": {"a": a, "b": b, "method": "Platt scaling on dev pairs"},
+            "steps": int(result.global_step), "train_loss": float(result.training_loss),
+            "max_length": max_length, "seconds": round(time.perf_counter() - t0, 1),
+        })
     return out
 
 

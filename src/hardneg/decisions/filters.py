@@ -13,7 +13,6 @@ percpos) are calibrated per run from the known positives (see ``calibration``).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
+from ..runs.files import hashes64
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
 REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",
@@ -162,11 +162,7 @@ def threshold_drops(spec: FilterSpec, score: np.ndarray, pos_ref: np.ndarray,
 
 def normalised_text_hash(texts: list[str]) -> np.ndarray:
     """64-bit hash of each text after case folding and whitespace collapsing."""
-    out = np.empty(len(texts), dtype=np.uint64)
-    for i, t in enumerate(texts):
-        norm = " ".join(t.casefold().split())
-        out[i] = int.from_bytes(hashlib.blake2b(norm.encode("utf-8"), digest_size=8).digest(), "little")
-    return out
+    return hashes64((" ".join(t.casefold().split()) for t in texts), len(texts))
 
 
 def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray, is_positive: np.ndarray,

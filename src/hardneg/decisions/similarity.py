@@ -4,12 +4,13 @@ labelled ones; these catch what a score threshold alone cannot."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+
+from ..runs.files import hash64
 
 SHINGLE = 3
 HASH_BITS = 22
@@ -23,7 +24,7 @@ def shingle_matrix(texts: list[str], n: int = SHINGLE) -> sp.csr_matrix:
     for t in texts:
         words = _WORD.findall(t.casefold())
         grams = {" ".join(words[i:i + n]) for i in range(max(len(words) - n + 1, 1))} if words else set()
-        hs = {int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") & mask for g in grams}
+        hs = {hash64(g) & mask for g in grams}
         indices.extend(sorted(hs))
         indptr.append(len(indices))
     data = np.ones(len(indices), dtype=np.float32)

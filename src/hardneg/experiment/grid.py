@@ -207,7 +207,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     """Run (or resume) every cell and write results.json and results.md into ``out``.
     ``only`` restricts the run to some variants (the baseline is kept if it was set); ``seeds`` replaces
     every variant's seeds (see :meth:`ExperimentConfig.with_seeds`)."""
-    from ..training import TrainConfig, train, train_table
+    from ..training import TrainConfig, train, train_on_table
     from ..training.trainer import MANIFEST
 
     if quick:
@@ -259,8 +259,8 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
             key = hashlib.sha256(json.dumps(v.st, sort_keys=True).encode()).hexdigest()[:16]
             table_path = out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
             table = _st_table(train_col, v, cfg, table_path)
-            tc = TrainConfig(negatives=str(table_path), out=str(model_dir), **tcfg)
-            train_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
+            tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
+            train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
                         overwrite=True, progress=reporter.enabled)
         made = json.loads((model_dir / MANIFEST).read_text())
         _evaluate_cell(cell, test_col, dev_col, str(model_dir), cfg, reporter,

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..runs.files import write_text
 from ..runs.run import Run
-from ..runs.summary import stats
+from ..runs.summary import summary
 from .grid import UNEQUAL_BUDGET, steps_label
 
 COLORS = {"positives": "#2b8a3e", "selected": "#1c7ed6", "kept_not_selected": "#99c2ff", "dropped": "#e8590c"}
@@ -113,7 +113,7 @@ def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
                             "(outside baseline): no hardneg run folder.</p>")
             continue
         run = Run.load(run_dir)
-        s = stats(run)
+        s = summary(run)
         c = s["counts"]
         sections.append(
             f"<h3>{html.escape(r['variant'])}</h3><p>teacher {html.escape(s['teacher'])}, filters "

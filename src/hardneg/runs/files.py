@@ -7,7 +7,8 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,17 @@ def sha256_texts(*parts: object) -> str:
     return h.hexdigest()
 
 
+def hash64(text: str) -> int:
+    """A stable 64-bit hash of ``text`` (blake2b, 8 bytes, little-endian): the same on every
+    machine and Python process, unlike ``hash()``. Seeds, sampling keys and near-duplicate sketches."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def hashes64(texts: Iterable[str], count: int = -1) -> np.ndarray:
+    """:func:`hash64` of each text, as a uint64 array (``count``: how many, when known)."""
+    return np.fromiter((hash64(t) for t in texts), dtype=np.uint64, count=count)
+
+
 def publish_dir(staging: Path, final: Path, overwrite: bool) -> None:
     """Move a fully written staging folder into place; an old folder is replaced only when allowed."""
     if final.exists():
@@ -106,3 +118,33 @@ def publish_dir(staging: Path, final: Path, overwrite: bool) -> None:
         shutil.rmtree(trash)
     else:
         os.replace(staging, final)
+
+
+def fsync_files(folder: Path) -> None:
+    """Flush every file under ``folder`` to disk (before a rename publishes the folder)."""
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+@contextmanager
+def staged_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A fresh staging folder ``.NAME.partial`` next to ``final`` to write into; when the block
+    ends without error its files are flushed and the folder replaces ``final`` in one rename
+    (:func:`publish_dir`), else it is removed. A reader never sees a half-written folder.
+
+    Example::
+
+        with staged_dir("out/model", overwrite=True) as tmp:
+            (tmp / "weights.bin").write_bytes(data)
+    """
+    final = Path(final)
+    staging = final.with_name(f".{final.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        fsync_files(staging)
+        publish_dir(staging, final, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Run statistics: counts, shortfall and score histograms of positives vs kept vs dropped negatives."""
+"""A run's summary: counts, shortfall and score histograms of positives vs kept vs dropped negatives."""
 
 from __future__ import annotations
 
@@ -14,8 +14,23 @@ def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
     return np.histogram(values[np.isfinite(values)], bins=edges)[0].tolist() if values.size else [0] * (edges.size - 1)
 
 
-def stats(run: Run, bins: int = 10) -> dict[str, Any]:
-    """Summary of a run. Histograms use the scores of the teacher the filters used."""
+def summary(run: Run, bins: int = 10) -> dict[str, Any]:
+    """A JSON-ready summary of a run: teacher, filters and sampler, the manifest's counts, how many
+    queries fell short of negatives, and histograms of the filter teacher's scores for positives,
+    selected negatives, kept-but-not-selected and dropped candidates.
+
+    Args:
+        run: a mining result (:class:`~hardneg.runs.run.Run`).
+        bins: number of histogram bins, over the range of every finite score.
+
+    Returns:
+        A dict: ``counts``, ``shortfall_histogram``, ``score_edges``, ``histograms``, ``score_means``, ...
+
+    Example::
+
+        s = hardneg.summary(hardneg.Run.load("runs/scifact"))
+        s["counts"]["coverage"], s["score_means"]["selected"]
+    """
     m = run.manifest
     cand = run.candidates
     score_col = f"score_{m['filter_on']}"
@@ -39,3 +54,6 @@ def stats(run: Run, bins: int = 10) -> dict[str, Any]:
         "histograms": {k: _hist(v, edges) for k, v in groups.items()},
         "score_means": {k: (float(np.nanmean(v)) if v.size else None) for k, v in groups.items()},
     }
+
+
+stats = summary  # the name the public API had first (``hardneg.stats``)

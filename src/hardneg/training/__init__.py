@@ -12,9 +12,9 @@ from .config import LOSSES, TrainConfig
 
 if TYPE_CHECKING:
     from .losses import build_loss
-    from .trainer import train, train_table, training_table
+    from .trainer import train, train_on_table, training_table
 
-_LAZY = {"build_loss": "losses", "train": "trainer", "train_table": "trainer", "training_table": "trainer"}
+_LAZY = {"build_loss": "losses", "train": "trainer", "train_on_table": "trainer", "training_table": "trainer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -23,4 +23,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["LOSSES", "TrainConfig", "build_loss", "train", "train_table", "training_table"]
+__all__ = ["LOSSES", "TrainConfig", "build_loss", "train", "train_on_table", "training_table"]

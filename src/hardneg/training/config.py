@@ -15,7 +15,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    negatives: str = Field(description="run folder from `hardneg mine`")
+    run: str = Field(description="run folder from `hardneg mine` (or the table the rows came from)")
     out: str = Field(description="folder for the trained model")
     model: str | None = Field(None, description="base model path or id [default: packaged MiniLM]")
     loss: str = Field("mnrl-hn", description=" | ".join(LOSSES))
@@ -32,4 +32,4 @@ class TrainConfig(BaseModel):
     mini_batch_size: int = Field(16, ge=1, description="mini-batch size of cached-mnrl (GradCache)")
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "negatives"})
+        return self.model_dump(exclude={"out", "run"})

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, RunError
 from ..export import st_table
-from ..runs.files import publish_dir, write_json
+from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .config import LOSSES, TrainConfig
@@ -60,44 +60,42 @@ def _set_max_length(student: Any, max_length: int | None, base_path: str) -> Any
     return full_length
 
 
-def train(negatives: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
+def train(run: str | Path | Run, out: str | Path, model: str | None = None, overwrite: bool = False,
           progress: bool = True, **options: Any) -> Path:
     """Fine-tune ``model`` on a run's negatives and save a normal sentence-transformers folder at
     ``out`` with ``hardneg_train.json`` (the run it used, every setting, timings). Batches never
     hold the same text twice, so no query or document id twice (NO_DUPLICATES sampler). A GPU is used when
-    present. A finished model with the same settings at ``out`` is returned as it is.
+    present. A finished model with the same settings at ``out`` is returned as it is. Texts come
+    from the run's collection snapshot (:meth:`Run.collection`), not from the dataset path.
 
     Args:
-        negatives: a run folder from ``hardneg mine`` (or a loaded :class:`Run`).
-        out: folder for the trained model.
-        model: base model path or id (None = the packaged MiniLM).
+        run: a run folder from ``hardneg mine``, or a loaded :class:`Run`.
+        out: folder for the trained model (published atomically).
+        model: base model path or hub id (default: the packaged MiniLM).
         overwrite: replace a model trained with other settings at ``out``.
-        progress: show the trainer's progress bar.
-        **options: the other :class:`TrainConfig` fields (``loss``, ``num_negatives``, ``batch_size``,
-            ``epochs``, ``max_steps``, ``learning_rate``, ``seed``, ...), with its defaults.
+        progress: show the trainer's progress bars.
+        **options: :class:`TrainConfig` fields: ``loss``, ``num_negatives``, ``batch_size``,
+            ``epochs``, ``max_steps``, ``learning_rate``, ``max_length``, ``guide``, ``seed``, ...
 
     Returns:
-        ``out`` as a Path.
+        ``out``.
 
-    Example:
-        ::
+    Example::
 
-            import hardneg
-
-            run = hardneg.mine("scifact", teacher="bm25", out="runs/scifact")
-            hardneg.train(run, "models/scifact", loss="mnrl-hn", max_steps=100)
+        hardneg.train("runs/scifact", "models/mnrl-hn", loss="mnrl-hn", batch_size=32, epochs=1)
     """
-    run = negatives if isinstance(negatives, Run) else Run.load(negatives)
-    cfg = TrainConfig(negatives=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
+    run = run if isinstance(run, Run) else Run.load(run)
+    cfg = TrainConfig(run=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
-    return train_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
+    return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
 
 
-def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
+def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
                 progress: bool = True) -> Path:
-    """Train on the table ``make_table()`` returns (built only when training is needed);
-    ``source`` says where the rows came from and goes into the manifest and the cache key."""
+    """Train a model on the table ``make_table()`` returns (built only when training is needed);
+    ``source`` says where the rows came from and goes into the manifest and the cache key. The
+    model is written to ``cfg.out`` through a staging folder, as :func:`train` does."""
     import datasets
     from sentence_transformers import (
         SentenceTransformer,
@@ -124,33 +122,31 @@ def train_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overw
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-        warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
-        logging_steps=10, disable_tqdm=not progress)
-    trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
-    result = trainer.train()
-    shutil.rmtree(staging / "_trainer", ignore_errors=True)
-    if cfg.max_length:
-        student.max_seq_length = full_length  # a shorter training length is a training economy only
-    student.save(str(staging))
-    write_json(staging / MANIFEST, {
-        "fingerprint": key,
-        "config": cfg.model_dump(),
-        "base_model_path": base_path,
-        "run": source,
-        "train_rows": table.num_rows,
-        "columns": table.column_names,
-        "steps": int(result.global_step),
-        "train_loss": float(result.training_loss),
-        "loss": loss_settings(loss),
-        "device": str(student.device),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
-    })
-    publish_dir(staging, out, overwrite=True)
+    with staged_dir(out, overwrite=True) as staging:
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+            warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
+            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
+            logging_steps=10, disable_tqdm=not progress)
+        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
+        result = trainer.train()
+        shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        if cfg.max_length:
+            student.max_seq_length = full_length  # a shorter training length is a training economy only
+        student.save(str(staging))
+        write_json(staging / MANIFEST, {
+            "fingerprint": key,
+            "config": cfg.model_dump(),
+            "base_model_path": base_path,
+            "run": source,
+            "train_rows": table.num_rows,
+            "columns": table.column_names,
+            "steps": int(result.global_step),
+            "train_loss": float(result.training_loss),
+            "loss": loss_settings(loss),
+            "device": str(student.device),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
+        })
     return out
