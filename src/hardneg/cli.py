@@ -338,7 +338,7 @@ def evaluate(
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
     """Retrieve over the whole corpus and report nDCG@10, Recall@100, MRR@10 (pytrec_eval semantics)."""
-    from .evaluation.retrieval import DEFAULT_MEASURES
+    from .evaluation.metrics import DEFAULT_MEASURES
     from .evaluation.retrieval import evaluate as evaluate_fn
     from .progress import Reporter
 
