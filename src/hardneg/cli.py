@@ -404,7 +404,8 @@ def experiment(
     quiet: Annotated[bool, Opt(help="no progress bars")] = False,
 ) -> None:
     """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
-    from .experiment.grid import ExperimentConfig, run_experiment
+    from .experiment.config import ExperimentConfig
+    from .experiment.driver import run_experiment
     from .progress import Reporter
 
     cfg = _call(ExperimentConfig.from_file, config)
@@ -417,7 +418,7 @@ def experiment(
     except ValueError:
         _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
     results = _call(run_experiment, cfg, folder, quick, Reporter(not quiet), only, seed_list)
-    from .experiment.grid import results_markdown
+    from .experiment.results import results_markdown
 
     print(results_markdown(results))
     print(f"results in {folder}/results.md and results.json")
