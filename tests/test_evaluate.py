@@ -14,13 +14,8 @@ from hypothesis import strategies as st
 
 import hardneg
 from hardneg.collection import Collection, Qrels
-from hardneg.evaluation.retrieval import (
-    Ranking,
-    columnar_metrics,
-    evaluate_ranking,
-    parse_measure,
-    pytrec_eval_metrics,
-)
+from hardneg.evaluation.metrics import Ranking, columnar_metrics, parse_measure, pytrec_eval_metrics
+from hardneg.evaluation.retrieval import evaluate_ranking
 
 
 def tiny(qrels: list[tuple[int, int, int]], n_docs: int = 6, n_queries: int = 3) -> Collection:

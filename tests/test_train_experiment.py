@@ -14,14 +14,11 @@ from typer.testing import CliRunner
 
 import hardneg
 from hardneg.cli import app
+from hardneg.evaluation.comparison import paired_randomisation
 from hardneg.evaluation.retrieval import Evaluation
-from hardneg.experiment.grid import (
-    ExperimentConfig,
-    paired_randomisation,
-    results_markdown,
-    summarise,
-)
+from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.report import report
+from hardneg.experiment.results import results_markdown, summarise
 from hardneg.training import training_table
 from hardneg.training.guided import GuidedInfoNCELoss
 
@@ -49,7 +46,7 @@ def test_the_public_train_function_works_twice_and_after_the_training_package_is
     """``hardneg.train`` is a function; importing the training code (the first call does, and so do
     ``hardneg.experiment`` and ``hardneg.cli``) must never rebind that name to a module."""
     assert manifest_of(hardneg.train(run, tmp_path / "a", **tiny(static_model)))["steps"] == 1
-    for module in ("hardneg.training.trainer", "hardneg.experiment.grid", "hardneg.cli"):
+    for module in ("hardneg.training.trainer", "hardneg.experiment.driver", "hardneg.cli"):
         importlib.import_module(module)
     assert callable(hardneg.train)
     assert manifest_of(hardneg.train(run, tmp_path / "b", **tiny(static_model)))["steps"] == 1
@@ -319,7 +316,7 @@ def test_hardness_strength_reaches_the_loss_and_changes_it(run, static_model, mn
 
 
 def test_grid_expands_to_one_variant_per_combination():
-    from hardneg.experiment.grid import ExperimentConfig
+    from hardneg.experiment.config import ExperimentConfig
 
     cfg = ExperimentConfig(dataset="d", variants=[{"name": "st", "kind": "st"}],
                            grid={"teacher": ["bm25", "dense:/models/x"], "filter": ["none", "percpos:0.95"],

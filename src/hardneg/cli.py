@@ -258,7 +258,7 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Retrieve over the whole corpus and report nDCG@10, Recall@100, MRR@10 (pytrec_eval semantics)."""
-    from .evaluation.retrieval import DEFAULT_MEASURES
+    from .evaluation.metrics import DEFAULT_MEASURES
     from .evaluation.retrieval import evaluate as evaluate_fn
     from .progress import Reporter
 
@@ -314,7 +314,8 @@ def experiment(
     quiet: QuietOpt = False,
 ) -> None:
     """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
-    from .experiment.grid import ExperimentConfig, run_experiment
+    from .experiment.config import ExperimentConfig
+    from .experiment.driver import run_experiment
     from .progress import Reporter
 
     cfg = _call(ExperimentConfig.from_file, path=config)
@@ -328,7 +329,7 @@ def experiment(
         _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
     results = _call(run_experiment, cfg=cfg, out=folder, quick=quick, reporter=Reporter(not quiet), only=only,
                     seeds=seed_list)
-    from .experiment.grid import results_markdown
+    from .experiment.results import results_markdown
 
     print(results_markdown(results))
     print(f"results in {folder}/results.md and results.json")

@@ -1,1 +1,1 @@
-"""Evaluation: retrieve over a corpus and score the ranking with pytrec_eval semantics."""
+"""Evaluation: metrics of a ranking (pytrec_eval semantics), retrieval over a corpus, paired comparison."""

@@ -1,1 +1,2 @@
-"""Experiments: a grid of mining variants, mined, trained and evaluated with one budget, and its report."""
+"""Experiments: a grid of mining variants, mined, trained and evaluated with one budget (config, cells,
+driver), its results table (results) and its HTML report (report)."""

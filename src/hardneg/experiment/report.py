@@ -12,7 +12,7 @@ import numpy as np
 from ..runs.files import write_text
 from ..runs.run import Run
 from ..runs.summary import summary
-from .grid import UNEQUAL_BUDGET, steps_label
+from .results import results_html
 
 COLORS = {"positives": "#2b8a3e", "selected": "#1c7ed6", "kept_not_selected": "#99c2ff", "dropped": "#e8590c"}
 
@@ -87,7 +87,8 @@ def _samples(run: Run, k: int = 3, chars: int = 240) -> str:
 
 
 def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` (or ``out``): results table, Δ chart, histograms, sample negatives."""
+    """Write ``report.html`` (or ``out``): the results table (the same table model as ``results.md``),
+    Δ chart, histograms, sample negatives."""
     exp = Path(exp_dir)
     results_path = exp / "results.json"
     if not results_path.exists():
@@ -95,16 +96,6 @@ def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
 
         raise RunError(f"{exp}: no results.json (run `hardneg experiment` first)")
     res = json.loads(results_path.read_text())
-    head = "".join(f"<th>{h}</th>" for h in ("variant", "seeds", "nDCG@10", "R@100", "MRR@10", "Δ base", "p",
-                                                "Δ baseline", "p", "steps"))
-    body = []
-    for r in res["variants"]:
-        cells = [html.escape(r["variant"]), str(r["seeds"])]
-        cells += [f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in ("ndcg@10", "recall@100", "mrr@10")]
-        cells += [f"{r['delta_base']:+.4f}", f"{r['p_vs_base']:.3f}",
-                  f"{r.get('delta_baseline', 0.0):+.4f}", f"{r.get('p_vs_baseline', 1.0):.3f}",
-                  steps_label(r)]
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     sections = []
     for r in res["variants"]:
         run_dir = exp / "variants" / r["variant"] / "run"
@@ -120,17 +111,12 @@ def report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
             f"{html.escape(', '.join(s['filters']) or 'none')}, sampler {html.escape(s['sampler'])}; coverage "
             f"{c['coverage']:.1%}, dropped {c['candidates'] - c['reasons']['kept']} of {c['candidates']} candidates</p>"
             f"{_histogram(s)}{_samples(run)}")
-    base = res["base"]
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hardneg report: {html.escape(res['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
 .q{{border-left:3px solid #ccc;padding-left:8px;margin:8px 0;font-size:13px}}.pos b{{color:#2b8a3e}}.neg b{{color:#c92a2a}}</style>
 </head><body><h1>{html.escape(res['name'])}</h1>
-<p>{html.escape(str(res['dataset']))} [{html.escape(res['test_split'])}], {res['queries']} test queries. Base model nDCG@10
-{base['ndcg@10']:.4f}, R@100 {base['recall@100']:.4f}, MRR@10 {base['mrr@10']:.4f}. Budget: {html.escape(json.dumps(res['budget']))}.
-Baseline variant: {html.escape(str(res['baseline']))}. p: paired randomisation test on per-query nDCG@10.</p>
-{"" if res.get("equal_steps", True) else f"<p><b>Unequal budget:</b> {UNEQUAL_BUDGET}</p>"}
-<table><tr>{head}</tr>{''.join(body)}</table>
+{results_html(res)}
 <h2>Δ nDCG@10 against the base model</h2>{_delta_chart(res['variants'])}
 <h2>Variants: score distributions and sample negatives</h2>{''.join(sections)}
 </body></html>"""

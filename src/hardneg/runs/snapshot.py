@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..collection.data import Collection, Qrels
+from ..collection import Collection, Qrels
 from ..errors import RunError
 from .files import staged_dir
 from .fingerprint import env_cache_dir

@@ -1,0 +1,115 @@
+"""One cell of an experiment (a variant x a seed): mine -> train -> evaluate, cached in its folder.
+
+A cell is done when its ``metrics.json`` exists (written last); a done cell is read back, never
+redone, so a grid resumes over several sittings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..collection import Collection
+from ..evaluation.retrieval import Evaluation, evaluate
+from ..mine import mine
+from ..progress import Reporter
+from ..runs.files import write_json
+from .config import ExperimentConfig, Variant
+
+
+def load_evaluation(cell: Path, prefix: str = "") -> Evaluation | None:
+    """A finished cell's test evaluation (``prefix="dev_"``: its dev evaluation), or None if not done."""
+    m = cell / f"{prefix}metrics.json"
+    if not (cell / "metrics.json").exists() or not m.exists():
+        return None
+    return Evaluation.read(m, cell / f"{prefix}per_query.jsonl")
+
+
+def evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: str | None,
+                  cfg: ExperimentConfig, reporter: Reporter, extra: dict[str, Any] | None = None) -> Evaluation:
+    """Test (and dev) scores of one model; the corpus is encoded once (the cache serves the second)."""
+    done = load_evaluation(cell)
+    if done is not None:
+        return done
+    if dev is not None:
+        dv = evaluate(dev, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+        dv.save_per_query(cell / "dev_per_query.jsonl")
+        write_json(cell / "dev_metrics.json", dv.as_json())
+    ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+    ev.save_per_query(cell / "per_query.jsonl")
+    write_json(cell / "metrics.json", ev.as_json() | (extra or {}))  # written last: marks the cell done
+    return ev
+
+
+def st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: Path) -> pa.Table:
+    """The ST recipe's n-tuples, cached as parquet in the variant folder."""
+    if path.exists():
+        return pq.read_table(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.util import mine_hard_negatives
+
+    from ..runs.fingerprint import resolve_model
+
+    pos = train.positives()
+    ds = Dataset.from_dict({"anchor": [train.query_texts[i] for i in pos.query_idx],
+                            "positive": [train.doc_texts[i] for i in pos.doc_idx]})
+    model = SentenceTransformer(resolve_model(cfg.base_model))
+    res = mine_hard_negatives(ds, model, corpus=list(train.doc_texts), output_format="n-tuple",
+                              sampling_strategy="top", batch_size=64, verbose=False,
+                              cache_folder=str(path.parent / "st-cache"), **variant.st)
+    table = res.data.table if hasattr(res, "data") else pa.Table.from_pylist(res.to_list())
+    table = pa.table({c: table.column(c) for c in table.column_names})
+    pq.write_table(table, path)
+    return table
+
+
+@dataclass
+class Cells:
+    """The cells of one experiment folder: where each lives, and how one is run."""
+
+    out: Path
+    cfg: ExperimentConfig
+    train: Collection
+    test: Collection
+    dev: Collection | None
+    reporter: Reporter
+    runs: dict[str, Any] = field(default_factory=dict)  # variant -> its mined run (mined once, for every seed)
+
+    def folder(self, variant: str, seed: int) -> Path:
+        return self.out / "variants" / variant / f"seed-{seed}"
+
+    def load(self, variant: str, seed: int, prefix: str = "") -> Evaluation | None:
+        return load_evaluation(self.folder(variant, seed), prefix)
+
+    def run(self, v: Variant, seed: int) -> None:
+        """Mine (once per variant) -> train -> evaluate one cell, unless it is done."""
+        from ..training import TrainConfig, train, train_on_table
+        from ..training.trainer import MANIFEST
+
+        cfg, vdir, cell = self.cfg, self.out / "variants" / v.name, self.folder(v.name, seed)
+        if load_evaluation(cell) is not None:
+            return
+        model_dir = cell / "model"
+        tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **(cfg.budget.model_dump() | v.budget))
+        if v.kind == "hardneg":
+            if v.name not in self.runs:
+                options = {"cache_dir": cfg.cache_dir, **v.mine}
+                self.runs[v.name] = mine(self.train, out=str(vdir / "run"), reporter=self.reporter, **options)
+            train(self.runs[v.name], model_dir, overwrite=True, progress=self.reporter.enabled, **tcfg)
+        else:
+            key = hashlib.sha256(json.dumps(v.st, sort_keys=True).encode()).hexdigest()[:16]
+            table_path = self.out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
+            table = st_table(self.train, v, cfg, table_path)
+            tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
+            train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
+                        overwrite=True, progress=self.reporter.enabled)
+        made = json.loads((model_dir / MANIFEST).read_text())
+        evaluate_cell(cell, self.test, self.dev, str(model_dir), cfg, self.reporter,
+                      {"train_seconds": made["seconds"], "train_steps": made["steps"]})

@@ -1,0 +1,123 @@
+"""The experiment's configuration: the training budget, the mining variants, the grid they expand
+from, and the CI-sized (``--quick``) version of a config."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..errors import ConfigError
+
+
+class Budget(BaseModel):
+    """The same training budget for every cell."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: int = 32
+    epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_length: int | None = None
+
+
+class Variant(BaseModel):
+    """One mining choice. ``kind: st`` is the outside baseline: sentence-transformers'
+    ``mine_hard_negatives(relative_margin, num_negatives, range_max)`` then the same loss."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Literal["hardneg", "st"] = "hardneg"
+    loss: str = "mnrl-hn"
+    mine: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = None
+    budget: dict[str, Any] = Field(default_factory=dict)
+    st: dict[str, Any] = Field(default_factory=lambda: {"relative_margin": 0.05, "num_negatives": 4, "range_max": 50})
+
+
+class ExperimentConfig(BaseModel):
+    """A grid of mining variants, each mined on the train split, trained with one budget and evaluated
+    on the test split, for every seed (see :func:`hardneg.experiment.driver.run_experiment`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "experiment"
+    dataset: str
+    train_split: str = "train"
+    test_split: str = "test"
+    base_model: str | None = None
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    baseline: str | None = None
+    budget: Budget = Field(default_factory=Budget)
+    variants: list[Variant] = Field(default_factory=list)
+    grid: dict[str, list[Any]] | None = Field(None, description="mine options -> values: one hardneg variant per "
+                                              "combination (e.g. teacher x filter x sampler x num_negatives), "
+                                              "added after the listed variants")
+    dev_queries: int = Field(0, ge=0, description="train queries held out (never trained on) to choose the best variant")
+    dev_seed: int = 0
+    best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the baseline")
+    cache_dir: str | None = None
+    permutations: int = Field(10000, description="resamples of the paired randomisation test and of the paired "
+                                                "bootstrap confidence interval")
+
+    @model_validator(mode="after")
+    def _expand_grid(self) -> ExperimentConfig:
+        if self.grid:
+            import itertools
+
+            keys = sorted(self.grid)
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                opts = dict(zip(keys, values))
+                # A folder name: only word characters, '.', '=', '+' and '-'.
+                name = re.sub(r"[^\w.=+-]+", "_", "grid-" + "-".join(f"{k}={v}" for k, v in opts.items()))
+                self.variants.append(Variant(name=name, mine=opts))
+            self.grid = None  # expanded once: a dumped config reloads to the same variants
+        if not self.variants:
+            raise ValueError("no variants: list some under 'variants' or give a 'grid'")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+    def with_seeds(self, seeds: list[int]) -> ExperimentConfig:
+        """The same grid run with only these seeds for every variant (no dev-chosen extra seeds): a grid split
+        over processes or machines, one seed each, merges by rerunning the full config on the joined folders."""
+        if not seeds:
+            raise ConfigError("--seeds: give at least one seed")
+        variants = [v.model_copy(update={"seeds": None}) for v in self.variants]
+        return self.model_copy(update={"seeds": list(seeds), "best_seeds": None, "variants": variants})
+
+    def with_variants(self, only: list[str]) -> ExperimentConfig:
+        """The same grid restricted to these variants (and the baseline, if one is set)."""
+        unknown = set(only) - {v.name for v in self.variants}
+        if unknown:
+            raise ConfigError(f"unknown variant(s): {', '.join(sorted(unknown))}")
+        keep = set(only) | ({self.baseline} if self.baseline else set())
+        return self.model_copy(update={"variants": [v for v in self.variants if v.name in keep]})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> ExperimentConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: experiment file not found")
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        if isinstance(data.get("dataset"), str) and not Path(data["dataset"]).is_absolute():
+            cand = (p.parent / data["dataset"]).resolve()
+            data["dataset"] = str(cand) if cand.exists() else data["dataset"]
+        return cls(**data)
+
+
+def quick_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """CI-sized: tiny budget, one seed."""
+    small = cfg.model_copy(deep=True)
+    small.budget = Budget(batch_size=8, max_steps=3, max_length=64, learning_rate=1e-4, warmup_ratio=0.0)
+    small.seeds = [0]
+    small.permutations = 500
+    small.best_seeds = [0, 1] if cfg.best_seeds else None
+    small.dev_queries = min(cfg.dev_queries, 10)
+    for v in small.variants:
+        v.seeds = None
+    return small

@@ -1,0 +1,106 @@
+"""run_experiment(): every cell of the grid (variants x seeds), the dev choice, results.json and results.md.
+
+Cells run seed-major (a grid cut short stays balanced) and are cached in the experiment folder, so a
+grid can be run over several sittings, or split by seed over processes and merged by rerunning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..collection import load
+from ..errors import ConfigError
+from ..progress import SILENT, Reporter
+from ..runs.files import write_json, write_text
+from .cells import Cells, evaluate_cell, load_evaluation
+from .config import ExperimentConfig, Variant, quick_config
+from .results import PRIMARY, results_markdown, summarise
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
+                   reporter: Reporter = SILENT, only: list[str] | None = None,
+                   seeds: list[int] | None = None) -> dict[str, Any]:
+    """Run (or resume) every cell and write ``results.json`` and ``results.md`` into ``out``.
+
+    Args:
+        cfg: the experiment (variants, seeds, budget, baseline, dev split).
+        out: the experiment folder; finished cells in it are reused.
+        quick: CI-sized (:func:`hardneg.experiment.config.quick_config`) on slices of the data.
+        reporter: progress reporter.
+        only: run only these variants (the baseline is kept if it was set).
+        seeds: replace every variant's seeds (see :meth:`ExperimentConfig.with_seeds`).
+
+    Returns:
+        The results dict (:func:`hardneg.experiment.results.summarise`), as written to ``results.json``.
+
+    Example:
+        ::
+
+            from hardneg.experiment.config import ExperimentConfig
+            from hardneg.experiment.driver import run_experiment
+
+            results = run_experiment(ExperimentConfig.from_file("benchmarks/scifact_ab.yaml"), "runs/ab")
+    """
+    if quick:
+        cfg = quick_config(cfg)
+    if seeds is not None:
+        cfg = cfg.with_seeds(seeds)
+    if only:
+        cfg = cfg.with_variants(only)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "experiment.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    train_col = load(cfg.dataset, cfg.train_split)
+    test_col = load(cfg.dataset, cfg.test_split)
+    if quick:
+        train_col = train_col.slice(40, extra_docs=200)
+        test_col = test_col.slice(30, extra_docs=200)
+    dev_col = None
+    if cfg.dev_queries:
+        dev_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
+        train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
+    names = [v.name for v in cfg.variants]
+    if len(set(names)) != len(names):
+        raise ConfigError("variant names must be distinct")
+    if cfg.baseline is not None and cfg.baseline not in names:
+        raise ConfigError(f"baseline '{cfg.baseline}' is not a variant ({', '.join(names)})")
+    if cfg.best_seeds and dev_col is None:
+        raise ConfigError("best_seeds needs dev_queries > 0: the best variant is chosen on dev, never on test")
+
+    base = evaluate_cell(out / "base", test_col, dev_col, cfg.base_model, cfg, reporter)
+    cells = Cells(out, cfg, train_col, test_col, dev_col, reporter)
+    plan = {v.name: list(v.seeds or cfg.seeds) for v in cfg.variants}
+    for seed in sorted({s for seeds in plan.values() for s in seeds}):  # seed-major: a cut grid stays balanced
+        for v in cfg.variants:
+            if seed in plan[v.name]:
+                cells.run(v, seed)
+    best = None
+    if cfg.best_seeds:
+        best = _best_on_dev(cells, [v for v in cfg.variants if v.kind == "hardneg"], plan)
+        for v in cfg.variants:
+            if v.name in {best, cfg.baseline}:
+                for seed in cfg.best_seeds:
+                    if seed not in plan[v.name]:
+                        plan[v.name].append(seed)
+                        cells.run(v, seed)
+    test = {name: [cells.load(name, s) for s in seeds] for name, seeds in plan.items()}
+    dev = None
+    if dev_col is not None:
+        dev = {name: [cells.load(name, s, "dev_") for s in seeds] for name, seeds in plan.items()}
+        dev["__base__"] = [load_evaluation(out / "base", "dev_")]
+    results = summarise(cfg, base, test, dev, best)  # type: ignore[arg-type]
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", results_markdown(results))
+    return results
+
+
+def _best_on_dev(cells: Cells, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
+    """The candidate with the highest mean dev nDCG@10 over its finished seeds."""
+    scores = {}
+    for v in candidates:
+        evs = [cells.load(v.name, s, "dev_") for s in plan[v.name]]
+        scores[v.name] = float(np.mean([e.metrics[PRIMARY] for e in evs if e is not None]))
+    return max(scores, key=lambda k: scores[k]) if scores else None

@@ -1,0 +1,155 @@
+"""An experiment's results: per-variant summaries (mean ± std over seeds, Δ against the base model
+and the baseline with a paired bootstrap CI and a paired randomisation p) and the one table model
+that both ``results.md`` (:func:`results_markdown`) and the HTML report (:func:`results_html`) render."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.comparison import CONFIDENCE, compare, paired_randomisation
+from ..evaluation.metrics import DEFAULT_MEASURES
+from ..evaluation.retrieval import Evaluation
+from .config import ExperimentConfig
+
+PRIMARY = "ndcg@10"
+"""The measure the deltas, the tests and the dev choice are about."""
+UNEQUAL_BUDGET = ("the cells trained different numbers of steps (the steps column), so the deltas mix the mining "
+                  "choice with the amount of training. Set budget.max_steps.")
+_LABELS = {"ndcg": "nDCG", "recall": "R", "mrr": "MRR", "map": "MAP", "p": "P"}
+
+
+def label(measure: str) -> str:
+    """A measure's column label: ``ndcg@10`` -> ``nDCG@10``, ``recall@100`` -> ``R@100``."""
+    name, _, cut = measure.partition("@")
+    return _LABELS.get(name, name) + (f"@{cut}" if cut else "")
+
+
+def steps_label(row: dict[str, Any]) -> str:
+    """A result row's training steps: ``25``, or ``25/26`` when its seeds trained different numbers."""
+    return "/".join(str(n) for n in row.get("train_steps", [])) or "-"
+
+
+def _per_query_mean(evals: list[Evaluation], metric: str = PRIMARY) -> np.ndarray:
+    """Per-query values averaged over seeds, in query-id order."""
+    qids = sorted(evals[0].per_query[metric])
+    return np.mean([[e.per_query[metric][q] for q in qids] for e in evals], axis=0)
+
+
+def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]],
+              dev: dict[str, list[Evaluation]] | None = None, best: str | None = None) -> dict[str, Any]:
+    """Mean ± std per variant; Δ vs the base model (with its paired randomisation p) and vs the baseline
+    (with the paired bootstrap CI and randomisation p, :func:`hardneg.evaluation.comparison.compare`), on
+    per-query nDCG@10 averaged over seeds; with a dev split, each variant's dev nDCG@10 and the variant
+    chosen on it. The dict is what ``results.json`` holds."""
+    base_pq = _per_query_mean([base])
+    rows = []
+    baseline_pq = _per_query_mean(cells[cfg.baseline]) if cfg.baseline else None
+    baseline_mean = float(np.mean([e.metrics[PRIMARY] for e in cells[cfg.baseline]])) if cfg.baseline else None
+    for name, evals in cells.items():
+        row: dict[str, Any] = {"variant": name, "seeds": len(evals)}
+        for m in DEFAULT_MEASURES:
+            vals = np.array([e.metrics[m] for e in evals])
+            row[m] = float(vals.mean())
+            row[f"{m}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+        pq_mean = _per_query_mean(evals)
+        row["delta_base"] = row[PRIMARY] - base.metrics[PRIMARY]
+        row["p_vs_base"] = paired_randomisation(pq_mean, base_pq, cfg.permutations)
+        if baseline_pq is not None and baseline_mean is not None:
+            c = compare(pq_mean, baseline_pq, cfg.permutations)
+            row["delta_baseline"] = row[PRIMARY] - baseline_mean
+            row["ci_baseline"] = [c.ci_low, c.ci_high]
+            row["p_vs_baseline"] = c.p
+        if dev is not None:
+            row[f"dev_{PRIMARY}"] = float(np.mean([e.metrics[PRIMARY] for e in dev[name]]))
+        secs = [e.details["train_seconds"] for e in evals if "train_seconds" in e.details]
+        if secs:
+            row["train_seconds"] = float(np.mean(secs))
+        steps = sorted({int(e.details["train_steps"]) for e in evals if "train_steps" in e.details})
+        if steps:
+            row["train_steps"] = steps
+        rows.append(row)
+    out = {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
+           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows,
+           "equal_steps": len({s for r in rows for s in r.get("train_steps", [])}) <= 1,
+           "comparison": {"measure": PRIMARY, "resamples": cfg.permutations, "confidence": CONFIDENCE}}
+    if dev is not None:
+        out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed,
+                      f"base_{PRIMARY}": dev["__base__"][0].metrics[PRIMARY], "selected": best}
+    return out
+
+
+@dataclass
+class ResultsTable:
+    """The results as text cells: a title, summary sentences, one row per variant, notes under the table
+    (``(label, text)``, the label shown in bold). Markdown and HTML render this, and only this."""
+
+    title: str
+    summary: list[str]
+    headers: list[str]
+    left: int  # the first ``left`` columns are left-aligned, the rest right-aligned
+    rows: list[list[str]]
+    notes: list[tuple[str, str]] = field(default_factory=list)
+
+
+def results_table(results: dict[str, Any]) -> ResultsTable:
+    """The one table model of a ``results.json`` dict (see :func:`summarise`)."""
+    dev, baseline = results.get("dev"), results.get("baseline")
+    conf = results.get("comparison", {}).get("confidence", CONFIDENCE)
+    base = results["base"]
+    scores = ", ".join(f"{label(m)} {base[m]:.4f}" for m in DEFAULT_MEASURES)
+    summary = [f"Base model: {scores}. Budget: {results['budget']}." + (f" Baseline: {baseline}." if baseline else "")]
+    if dev:
+        summary.append(f"Dev: {dev['queries']} train queries held out (seed {dev['seed']}), never trained on; base dev "
+                       f"{label(PRIMARY)} {dev[f'base_{PRIMARY}']:.4f}." +
+                       (f" Chosen on dev: {dev['selected']}." if dev["selected"] else ""))
+    ci = f"{conf:.0%} CI"
+    headers = ["variant", "seeds", *([f"dev {label(PRIMARY)}"] if dev else []), *map(label, DEFAULT_MEASURES),
+               "Δ base", "p", "Δ baseline", ci, "p", "steps", "train s"]
+    rows = []
+    for r in results["variants"]:
+        if "delta_baseline" in r:
+            vs_baseline = [f"{r['delta_baseline']:+.4f}", "[{:+.4f}, {:+.4f}]".format(*r["ci_baseline"])
+                           if "ci_baseline" in r else "-", f"{r['p_vs_baseline']:.3f}"]
+        else:
+            vs_baseline = ["-", "-", "-"]
+        rows.append([r["variant"], str(r["seeds"]), *([f"{r[f'dev_{PRIMARY}']:.4f}"] if dev else []),
+                     *(f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in DEFAULT_MEASURES),
+                     f"{r['delta_base']:+.4f}", f"{r['p_vs_base']:.3f}", *vs_baseline, steps_label(r),
+                     f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"])
+    notes = [] if results.get("equal_steps", True) else [("Unequal budget:", UNEQUAL_BUDGET)]
+    explained = (f"Δ: on {label(PRIMARY)}. p: paired randomisation test on per-query {label(PRIMARY)} "
+                 f"(averaged over seeds), two-sided. {ci}: paired bootstrap (BCa) of the mean per-query "
+                 "difference against the baseline.")
+    notes.append(("", explained))
+    return ResultsTable(f"{results['name']}: {results['dataset']} [{results['test_split']}], "
+                        f"{results['queries']} queries", summary, headers, 2, rows, notes)
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """``results.md``: the results table in markdown."""
+    t = results_table(results)
+    lines = [f"### {t.title}", ""]
+    for s in t.summary:
+        lines += [s, ""]
+    lines += ["| " + " | ".join(t.headers) + " |",
+              "|" + "---|" * t.left + "---:|" * (len(t.headers) - t.left)]
+    lines += ["| " + " | ".join(row) + " |" for row in t.rows]
+    lines.append("")
+    lines += [f"**{lab}** {text}" if lab else text for lab, text in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+def results_html(results: dict[str, Any]) -> str:
+    """The same results table as an HTML fragment (summary paragraphs, the table, the notes)."""
+    t = results_table(results)
+    e = html.escape
+    out = [f"<p>{e(t.title)}.</p>", *(f"<p>{e(s)}</p>" for s in t.summary),
+           "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in t.rows]
+    out.append("</table>")
+    out += [f"<p><b>{e(lab)}</b> {e(text)}</p>" if lab else f"<p>{e(text)}</p>" for lab, text in t.notes]
+    return "\n".join(out)
