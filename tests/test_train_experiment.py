@@ -329,3 +329,15 @@ def test_grid_expands_to_one_variant_per_combination():
     assert ExperimentConfig(**cfg.model_dump()).variants == cfg.variants  # a saved config reloads the same
     with pytest.raises(ValueError, match="no variants"):
         ExperimentConfig(dataset="d")
+
+
+def test_the_experiment_budget_is_trainconfig_declared_once():
+    """A budget's fields are TrainConfig's: the same defaults, bounds and help, declared in one place."""
+    from hardneg.experiment.config import Budget
+    from hardneg.training.config import TrainConfig
+
+    for name, field in Budget.model_fields.items():
+        tc = TrainConfig.model_fields[name]
+        assert (field.default, field.description, field.metadata) == (tc.default, tc.description, tc.metadata), name
+    with pytest.raises(ValueError):
+        Budget(batch_size=1)  # TrainConfig's bound (ge=2) holds for a budget too

@@ -4,6 +4,7 @@ from, and the CI-sized (``--quick``) version of a config."""
 from __future__ import annotations
 
 import re
+from copy import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,18 +12,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ConfigError
+from ..training.config import TrainConfig
+
+
+def _train_field(name: str) -> Any:
+    """:class:`TrainConfig`'s field (default, bounds, help): a budget declares nothing of its own."""
+    return copy(TrainConfig.model_fields[name])
 
 
 class Budget(BaseModel):
-    """The same training budget for every cell."""
+    """The same training budget for every cell: these :class:`TrainConfig` fields, with its defaults."""
 
     model_config = ConfigDict(extra="forbid")
-    batch_size: int = 32
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_length: int | None = None
+    batch_size: int = _train_field("batch_size")
+    epochs: float = _train_field("epochs")
+    max_steps: int = _train_field("max_steps")
+    learning_rate: float = _train_field("learning_rate")
+    warmup_ratio: float = _train_field("warmup_ratio")
+    max_length: int | None = _train_field("max_length")
 
 
 class Variant(BaseModel):
