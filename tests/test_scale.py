@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +73,24 @@ def _mine_cmd(data: Path, cache: Path, out: Path) -> list[str]:
             "--batch-size", "8", "--cache-dir", str(cache), "--out", str(out), "--quiet"]
 
 
+
+def _kill_once(proc: subprocess.Popen, ready: Callable[[], bool], poll: float, timeout: float = 300) -> None:
+    """kill -9 ``proc`` as soon as ``ready()`` (a file it writes is on disk); fail if it ends first."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
+        assert time.time() < deadline
+        time.sleep(poll)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
 def test_killed_run_resumes_without_redoing_shards_and_gives_the_same_bytes(slice_dir, tmp_path):
     """kill -9 once the first embedding shard is on disk; the same command then finishes, encodes
     only what was missing, and writes the bytes of an uninterrupted run."""
     cache, out = tmp_path / "cache", tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(_mine_cmd(slice_dir, cache, out), env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not list(cache.glob("embeddings/*/shard-00000.npy")):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once(proc, lambda: bool(list(cache.glob("embeddings/*/shard-00000.npy"))), poll=0.05)
     assert not (out / "manifest.json").exists()
     finished = list(cache.glob("embeddings/*/shard-*.npy")) + list(cache.glob("embeddings/*/embeddings.npy"))
     assert finished, "the kill came before any shard was written"
@@ -243,13 +249,7 @@ def test_killed_run_resumes_at_the_next_search_shard_and_gives_the_same_bytes(ma
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd(cache, out), env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not list(cache.glob("searches/*.npz")):
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "finished before the kill"
-        assert time.time() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once(proc, lambda: bool(list(cache.glob("searches/*.npz"))), poll=0.005)
     assert not (out / "manifest.json").exists()
     cached = {p: p.stat() for p in cache.glob("searches/*.npz")}
     assert 1 <= len(cached) < 3, f"{len(cached)} of 3 search shards cached at the kill"

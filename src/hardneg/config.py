@@ -147,6 +147,9 @@ def _parsed(spec: Any) -> Callable[[Any, ValidationInfo], Any]:
 
 # Typed spec fields: parsed once when the config is made, dumped (manifest, YAML, fingerprint) as
 # their one canonical string.
+# The plain-string options and the values each may take (one validator for all of them).
+CHOICES: dict[str, tuple[str, ...]] = {"search": SEARCH_KINDS, "fusion": FUSIONS, "encoder": ENCODERS,
+                                       "embedding_dtype": DTYPES}
 _AS_TEXT = PlainSerializer(str, return_type=str)
 _TEXT_SCHEMA = WithJsonSchema({"type": "string"})
 TeacherField = Annotated[TeacherSpec, PlainValidator(_parsed(TeacherSpec)), _AS_TEXT, _TEXT_SCHEMA]
@@ -229,32 +232,12 @@ class MineConfig(BaseModel):
             raise ValueError(f"unknown LLM judge '{v}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
         return v
 
-    @field_validator("search")
+    @field_validator(*CHOICES)
     @classmethod
-    def _search(cls, v: str) -> str:
-        if v not in SEARCH_KINDS:
-            raise ValueError(f"unknown search '{v}' (use {', '.join(SEARCH_KINDS)})")
-        return v
-
-    @field_validator("fusion")
-    @classmethod
-    def _fusion(cls, v: str) -> str:
-        if v not in FUSIONS:
-            raise ValueError(f"unknown fusion '{v}' (use {', '.join(FUSIONS)})")
-        return v
-
-    @field_validator("encoder")
-    @classmethod
-    def _encoder(cls, v: str) -> str:
-        if v not in ENCODERS:
-            raise ValueError(f"unknown encoder '{v}' (use {', '.join(ENCODERS)})")
-        return v
-
-    @field_validator("embedding_dtype")
-    @classmethod
-    def _embedding_dtype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"unknown embedding dtype '{v}' (use {', '.join(DTYPES)})")
+    def _choice(cls, v: str, info: ValidationInfo) -> str:
+        allowed = CHOICES[str(info.field_name)]
+        if v not in allowed:
+            raise ValueError(f"unknown {str(info.field_name).replace('_', ' ')} '{v}' (use {', '.join(allowed)})")
         return v
 
     @model_validator(mode="after")
