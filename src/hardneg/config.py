@@ -149,7 +149,7 @@ def _parsed(spec: Any) -> Callable[[Any, ValidationInfo], Any]:
 # their one canonical string.
 # The plain-string options and the values each may take (one validator for all of them).
 CHOICES: dict[str, tuple[str, ...]] = {"search": SEARCH_KINDS, "fusion": FUSIONS, "encoder": ENCODERS,
-                                       "embedding_dtype": DTYPES}
+                                       "embedding_dtype": tuple(DTYPES)}
 _AS_TEXT = PlainSerializer(str, return_type=str)
 _TEXT_SCHEMA = WithJsonSchema({"type": "string"})
 TeacherField = Annotated[TeacherSpec, PlainValidator(_parsed(TeacherSpec)), _AS_TEXT, _TEXT_SCHEMA]
