@@ -202,6 +202,7 @@ BAD_SPECS = [
     (["--judge", "bogus:x"], "judge", "bogus:x"),
     (["--judge", "cross-encoder:/no/such/judge"], "judge", "/no/such/judge"),
     (["--judge", "llm:/no/such/model.gguf"], "judge", "/no/such/model.gguf"),
+    (["--judge", "llm:"], "judge", "llm:"),
     (["--encoder", "tensorrt"], "encoder", "tensorrt"),
     (["--teacher", "bm25", "--filter-on", "dense"], "filter_on", "dense"),
 ]
@@ -272,3 +273,14 @@ def test_fingerprint_covers_the_encoder_auto_resolved_to(scifact_slice, static_m
     assert manifest["config"]["encoder"] == "auto"
     assert manifest["encoder"] == {"asked": "auto", "resolved": {static_model: on_cpu}}
     assert manifest["teacher"]["encoder"] == on_cpu
+
+
+def test_llm_judge_is_a_typed_spec_with_one_spelling():
+    """The LLM judge is parsed once like the other specs: case and spaces around it do not change the
+    run's settings, and the manifest keeps the canonical string."""
+    from hardneg.config import LLMJudgeSpec, MineConfig
+
+    a = MineConfig(dataset="d", llm_judge=" LLM:http://127.0.0.1:8080/v1 ")
+    b = MineConfig(dataset="d", llm_judge="llm:http://127.0.0.1:8080/v1")
+    assert a.llm_judge == b.llm_judge == LLMJudgeSpec("http://127.0.0.1:8080/v1")
+    assert a.model_dump()["llm_judge"] == "llm:http://127.0.0.1:8080/v1"

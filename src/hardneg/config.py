@@ -108,6 +108,25 @@ class JudgeSpec:
 
 
 @dataclass(frozen=True)
+class LLMJudgeSpec:
+    """``llm:http(s)://HOST:PORT/v1`` (an OpenAI-compatible endpoint) or ``llm:PATH.gguf`` (in process)."""
+
+    target: str
+
+    @staticmethod
+    def parse(text: str | LLMJudgeSpec) -> LLMJudgeSpec:
+        if isinstance(text, LLMJudgeSpec):
+            return text
+        kind, _, target = text.strip().partition(":")
+        if kind.strip().lower() != "llm" or not target.strip():
+            raise ConfigError(f"unknown LLM judge '{text}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
+        return LLMJudgeSpec(target.strip())
+
+    def __str__(self) -> str:
+        return f"llm:{self.target}"
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """``local`` (in-process), ``ray`` (a local Ray, or $RAY_ADDRESS) or ``ray:ADDRESS``."""
 
@@ -145,17 +164,18 @@ def _parsed(spec: Any) -> Callable[[Any, ValidationInfo], Any]:
     return validate
 
 
-# Typed spec fields: parsed once when the config is made, dumped (manifest, YAML, fingerprint) as
-# their one canonical string.
 # The plain-string options and the values each may take (one validator for all of them).
 CHOICES: dict[str, tuple[str, ...]] = {"search": SEARCH_KINDS, "fusion": FUSIONS, "encoder": ENCODERS,
                                        "embedding_dtype": tuple(DTYPES)}
+# Typed spec fields: parsed once when the config is made, dumped (manifest, YAML, fingerprint) as
+# their one canonical string.
 _AS_TEXT = PlainSerializer(str, return_type=str)
 _TEXT_SCHEMA = WithJsonSchema({"type": "string"})
 TeacherField = Annotated[TeacherSpec, PlainValidator(_parsed(TeacherSpec)), _AS_TEXT, _TEXT_SCHEMA]
 FilterField = Annotated[FilterChain, PlainValidator(_parsed(FilterChain)), _AS_TEXT, _TEXT_SCHEMA]
 SamplerField = Annotated[SamplerSpec, PlainValidator(_parsed(SamplerSpec)), _AS_TEXT, _TEXT_SCHEMA]
 JudgeField = Annotated[JudgeSpec, PlainValidator(_parsed(JudgeSpec)), _AS_TEXT, _TEXT_SCHEMA]
+LLMJudgeField = Annotated[LLMJudgeSpec, PlainValidator(_parsed(LLMJudgeSpec)), _AS_TEXT, _TEXT_SCHEMA]
 BackendField = Annotated[BackendSpec, PlainValidator(_parsed(BackendSpec)), _AS_TEXT, _TEXT_SCHEMA]
 
 
@@ -191,7 +211,7 @@ class MineConfig(BaseModel):
     judge_depth: int = Field(30, ge=1, description="non-positive ranks the judge rescores per query")
     judge_threshold: float = Field(0.5, gt=0, lt=1, description="drop a candidate whose calibrated P(relevant) "
                                    "is at least this")
-    llm_judge: str | None = Field(None, description="llm:http(s)://HOST/v1 (OpenAI-compatible) or llm:PATH.gguf; "
+    llm_judge: LLMJudgeField | None = Field(None, description="llm:http(s)://HOST/v1 (OpenAI-compatible) or llm:PATH.gguf; "
                                   "with a cross-encoder it sees only the ambiguous band")
     llm_model: str = Field("default", description="model name sent to an OpenAI-compatible LLM endpoint (key from "
                            "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY)")
@@ -225,13 +245,6 @@ class MineConfig(BaseModel):
     cache_dir: str | None = Field(None, description="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")
     out: str | None = Field(None, description="run folder to write")
 
-    @field_validator("llm_judge")
-    @classmethod
-    def _llm(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("llm:"):
-            raise ValueError(f"unknown LLM judge '{v}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
-        return v
-
     @field_validator(*CHOICES)
     @classmethod
     def _choice(cls, v: str, info: ValidationInfo) -> str:
@@ -258,7 +271,7 @@ class MineConfig(BaseModel):
             from .decisions.llm import parse_llm_target
 
             try:
-                parse_llm_target(self.llm_judge)
+                parse_llm_target(str(self.llm_judge))
             except ConfigError as exc:
                 raise ConfigError(f"judge: {exc}") from None
 

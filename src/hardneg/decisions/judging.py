@@ -33,7 +33,7 @@ def build_judges(cfg: MineConfig, cache: Cache) -> tuple[Any, str, Any]:
     if cfg.llm_judge:
         from .llm import LLMConfig, LLMJudge, parse_llm_target
 
-        llm = LLMJudge(LLMConfig(parse_llm_target(cfg.llm_judge), model=cfg.llm_model,
+        llm = LLMJudge(LLMConfig(parse_llm_target(str(cfg.llm_judge)), model=cfg.llm_model,
                                  concurrency=cfg.llm_concurrency, retries=cfg.llm_retries, timeout=cfg.llm_timeout,
                                  max_error_rate=cfg.llm_max_error_rate), cache.root)
         llm.check()

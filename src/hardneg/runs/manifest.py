@@ -35,10 +35,10 @@ def versions() -> dict[str, str]:
 def shareable_config(cfg: MineConfig) -> dict[str, Any]:
     """The settings as the manifest records them: an LLM endpoint without its ``user:password@``."""
     out = cfg.model_dump()
-    if cfg.llm_judge and cfg.llm_judge.startswith("llm:"):
+    if cfg.llm_judge is not None:
         from ..decisions.llm import split_credentials
 
-        out["llm_judge"] = "llm:" + split_credentials(cfg.llm_judge[len("llm:"):])[0]
+        out["llm_judge"] = "llm:" + split_credentials(cfg.llm_judge.target)[0]
     return out
 
 
