@@ -88,6 +88,15 @@ def _teacher_member(text: str) -> tuple[str, str | None]:
 _HYBRID_DEFAULT: tuple[tuple[str, str | None], ...] = (("bm25", None), ("dense", None))
 
 
+def _after_prefix(text: str, prefix: str, error: str) -> str:
+    """``PREFIX:REST`` (prefix in any case, spaces trimmed) -> ``REST``; a ConfigError with ``error``
+    when the prefix differs or nothing follows it."""
+    kind, _, rest = text.strip().partition(":")
+    if kind.strip().lower() != prefix or not rest.strip():
+        raise ConfigError(error)
+    return rest.strip()
+
+
 @dataclass(frozen=True)
 class JudgeSpec:
     """``cross-encoder:PATH``: a judge folder written by ``hardneg train-judge``."""
@@ -98,10 +107,7 @@ class JudgeSpec:
     def parse(text: str | JudgeSpec) -> JudgeSpec:
         if isinstance(text, JudgeSpec):
             return text
-        kind, _, path = text.strip().partition(":")
-        if kind.strip().lower() != "cross-encoder" or not path.strip():
-            raise ConfigError(f"unknown judge '{text}' (use cross-encoder:PATH)")
-        return JudgeSpec(path.strip())
+        return JudgeSpec(_after_prefix(text, "cross-encoder", f"unknown judge '{text}' (use cross-encoder:PATH)"))
 
     def __str__(self) -> str:
         return f"cross-encoder:{self.path}"
@@ -117,10 +123,8 @@ class LLMJudgeSpec:
     def parse(text: str | LLMJudgeSpec) -> LLMJudgeSpec:
         if isinstance(text, LLMJudgeSpec):
             return text
-        kind, _, target = text.strip().partition(":")
-        if kind.strip().lower() != "llm" or not target.strip():
-            raise ConfigError(f"unknown LLM judge '{text}' (use llm:http://HOST:PORT/v1 or llm:PATH.gguf)")
-        return LLMJudgeSpec(target.strip())
+        return LLMJudgeSpec(_after_prefix(text, "llm", f"unknown LLM judge '{text}' (use llm:http://HOST:PORT/v1 "
+                                                       "or llm:PATH.gguf)"))
 
     def __str__(self) -> str:
         return f"llm:{self.target}"

@@ -38,17 +38,23 @@ def resolve_model(model: str | None) -> str:
                           f"({type(exc).__name__})") from None
 
 
+def _read_memo(memo_dir: str | Path | None) -> tuple[Path | None, dict[str, Any]]:
+    """The per-file hash table under ``memo_dir`` (shared by folder and file fingerprints); empty if
+    there is none or it cannot be read."""
+    memo_path = Path(memo_dir) / "file-hashes.json" if memo_dir else None
+    if memo_path and memo_path.exists():
+        try:
+            return memo_path, json.loads(memo_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    return memo_path, {}
+
+
 def folder_fingerprint(folder: str | Path, memo_dir: str | Path | None = None) -> str:
     """sha256 over every file (path + content hash) in a model folder: weights, tokenizer, pooling,
     normalisation and configs. Per-file hashes are memoised by (size, mtime) under ``memo_dir``."""
     folder = Path(folder)
-    memo: dict[str, Any] = {}
-    memo_path = Path(memo_dir) / "file-hashes.json" if memo_dir else None
-    if memo_path and memo_path.exists():
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            memo = {}
+    memo_path, memo = _read_memo(memo_dir)
     h = hashlib.sha256()
     changed = False
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -72,13 +78,7 @@ def file_fingerprint(path: str | Path, memo_dir: str | Path | None = None) -> st
     """sha256 of one file's content (e.g. a GGUF model), memoised by (path, size, mtime) under
     ``memo_dir`` in the same table as :func:`folder_fingerprint`, so a large file is hashed once."""
     path = Path(path)
-    memo_path = Path(memo_dir) / "file-hashes.json" if memo_dir else None
-    memo: dict[str, Any] = {}
-    if memo_path and memo_path.exists():
-        try:
-            memo = json.loads(memo_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            memo = {}
+    memo_path, memo = _read_memo(memo_dir)
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     digest = memo.get(key)
