@@ -30,6 +30,16 @@ class TrainConfig(BaseModel):
     guide: str | None = Field(None, description="guide model for the gist loss")
     hardness_strength: float = Field(0.0, description="hardness weighting of mined negatives (MNRL family)")
     mini_batch_size: int = Field(16, ge=1, description="mini-batch size of cached-mnrl (GradCache)")
+    teacher_scores: str | None = Field(None, description="soft labels of kl / margin-mse: the run's teachers "
+                                       "fused per row, e.g. dense+e5+bm25_stem or all (mine with --score-with) "
+                                       "[default: the filter teacher's raw scores]")
+    teacher_norm: str = Field("zscore", description="per-row normalisation of --teacher-scores before fusing: "
+                              "zscore | none")
+    teacher_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the teacher's scores")
+    student_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the student's "
+                                       "similarities (0.05 = MNRL's scale 20)")
+    teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
+    bf16: bool = Field(False, description="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs)")
 
     def fingerprint_settings(self) -> dict[str, Any]:
         return self.model_dump(exclude={"out", "run"})

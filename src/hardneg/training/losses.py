@@ -8,9 +8,10 @@
 | ``gist`` | GuidedInfoNCELoss: candidates a guide model scores above the positive are masked (n-tuples) | as mnrl-hn |
 | ``gist-scores`` | GuidedInfoNCELoss guided by the miner's stored scores (own negatives only) | + label |
 | ``margin-mse`` | MarginMSELoss on the stored teacher scores (label = s+ - s-) | + label |
-| ``kl`` | DistillKLDivLoss on the stored teacher scores (label = [s+, s-...]) | + label |
+| ``kl`` | DistillKLDivLoss, listwise over [positive + negatives], teacher and student temperatures | + label |
 
-``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
+Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
+fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
 negatives (MNRL family)."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ WITH_LABELS = ("margin-mse", "kl", "gist-scores")
 
 
 def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: float = 0.0,
-               mini_batch_size: int = 16) -> Any:
+               mini_batch_size: int = 16, teacher_temperature: float = 1.0, student_temperature: float = 1.0) -> Any:
     """A sentence-transformers loss object for ``name`` (see the table above)."""
     from sentence_transformers.sentence_transformer import losses
 
@@ -44,5 +45,6 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
     if name == "margin-mse":
         return losses.MarginMSELoss(model)
     if name == "kl":
-        return losses.DistillKLDivLoss(model)
+        return losses.DistillKLDivLoss(model, teacher_temperature=teacher_temperature,
+                                       student_temperature=student_temperature)
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")
