@@ -171,3 +171,45 @@ def test_e5_texts_are_cut_to_its_512_tokens():
     assert MAX_TOKENS - 20 <= engine.token_count(cut, False) <= MAX_TOKENS
     assert long.startswith(cut)
     assert truncate(engine, "short text", False) == "short text"
+
+
+def _batch(static_model):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(static_model)
+    texts = [["cell biology", "heart disease", "gene expression"], ["cells and tissue", "cardiac risk", "rna levels"],
+             ["brain", "liver", "kidney"], ["mitochondria", "blood pressure", "protein folding"]]
+    return model, [model.tokenize(c) for c in texts], torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.9, -1.0],
+                                                                    [0.0, 0.0, 2.0]])
+
+
+def test_mnrl_kl_is_mnrl_plus_the_unscaled_listwise_kl(static_model):
+    """The combined loss's parts, each against an independent computation on the same batch."""
+    from sentence_transformers.sentence_transformer import losses
+
+    from hardneg.training.distill_infonce import InfoNCEDistillLoss
+
+    model, feats, labels = _batch(static_model)
+    mnrl = losses.MultipleNegativesRankingLoss(model)(feats, labels).item()
+    assert InfoNCEDistillLoss(model, distill_weight=0.0)(feats, labels).item() == pytest.approx(mnrl, rel=1e-6)
+    emb = [model(f)["sentence_embedding"] for f in feats]
+    cos = torch.stack([torch.cosine_similarity(emb[0], e) for e in emb[1:]], dim=1)
+    p = torch.softmax(labels / 0.7, dim=1)
+    kl = (p * (p.log() - torch.log_softmax(cos / 0.05, dim=1))).sum(1).mean().item()  # no T^2 factor
+    only_kl = InfoNCEDistillLoss(model, infonce_weight=0.0, teacher_temperature=0.7)(feats, labels).item()
+    assert only_kl == pytest.approx(kl, rel=1e-4)
+    both = InfoNCEDistillLoss(model, distill_weight=0.5, teacher_temperature=0.7)(feats, labels).item()
+    assert both == pytest.approx(mnrl + 0.5 * kl, rel=1e-4)
+
+
+def test_mnrl_kl_trains_on_fused_teacher_scores(scored, static_model, tmp_path):
+    import json
+
+    from hardneg.training import train
+
+    out = train(scored, tmp_path / "m", model=static_model, loss="mnrl-kl", teacher_scores="all", batch_size=4,
+                max_steps=2, warmup_ratio=0.0, progress=False)
+    made = json.loads((out / "hardneg_train.json").read_text())
+    assert made["steps"] == 2 and np.isfinite(made["train_loss"])
+    assert made["loss"]["class"] == "InfoNCEDistillLoss" and made["loss"]["student_temperature"] == 0.05
+    assert made["config"]["teacher_scores"] == "all"

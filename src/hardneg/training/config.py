@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl")
 
 
 class TrainConfig(BaseModel):
@@ -36,8 +36,11 @@ class TrainConfig(BaseModel):
     teacher_norm: str = Field("zscore", description="per-row normalisation of --teacher-scores before fusing: "
                               "zscore | none")
     teacher_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the teacher's scores")
-    student_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the student's "
-                                       "similarities (0.05 = MNRL's scale 20)")
+    student_temperature: float | None = Field(None, gt=0, description="kl / mnrl-kl: softmax temperature of the "
+                                              "student's cosines [default: kl 1.0 (as sentence-transformers), "
+                                              "mnrl-kl 0.05 (MNRL's scale 20)]")
+    distill_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the KL term")
+    infonce_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the InfoNCE (MNRL) term")
     teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
     bf16: bool = Field(False, description="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs)")
 

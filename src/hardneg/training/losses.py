@@ -9,6 +9,7 @@
 | ``gist-scores`` | GuidedInfoNCELoss guided by the miner's stored scores (own negatives only) | + label |
 | ``margin-mse`` | MarginMSELoss on the stored teacher scores (label = s+ - s-) | + label |
 | ``kl`` | DistillKLDivLoss, listwise over [positive + negatives], teacher and student temperatures | + label |
+| ``mnrl-kl`` | InfoNCEDistillLoss: MNRL (mined + in-batch negatives) + weighted listwise KL to the labels | + label |
 
 Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
 fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
@@ -20,14 +21,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import LOSSES
+from .distill_infonce import InfoNCEDistillLoss
 from .guided import GuidedInfoNCELoss
 
-WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
-WITH_LABELS = ("margin-mse", "kl", "gist-scores")
+WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl")
+WITH_LABELS = ("margin-mse", "kl", "mnrl-kl", "gist-scores")
 
 
 def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: float = 0.0,
-               mini_batch_size: int = 16, teacher_temperature: float = 1.0, student_temperature: float = 1.0) -> Any:
+               mini_batch_size: int = 16, teacher_temperature: float = 1.0, student_temperature: float | None = None,
+               distill_weight: float = 1.0, infonce_weight: float = 1.0) -> Any:
     """A sentence-transformers loss object for ``name`` (see the table above)."""
     from sentence_transformers.sentence_transformer import losses
 
@@ -46,5 +49,8 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         return losses.MarginMSELoss(model)
     if name == "kl":
         return losses.DistillKLDivLoss(model, teacher_temperature=teacher_temperature,
-                                       student_temperature=student_temperature)
+                                       student_temperature=student_temperature or 1.0)
+    if name == "mnrl-kl":
+        return InfoNCEDistillLoss(model, distill_weight, infonce_weight, teacher_temperature=teacher_temperature,
+                                  student_temperature=student_temperature)
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")

@@ -50,7 +50,7 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
             scores = fuse([matrix(f"score_{t}") for t in teachers], teacher_norm) * teacher_scale
         else:
             scores = matrix("score")
-        label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, gist-scores: raw
+        label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, mnrl-kl, gist-scores
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     return table.select(keep)
 
@@ -137,7 +137,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
-                      cfg.teacher_temperature, cfg.student_temperature)
+                      cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight)
     with staged_dir(out, overwrite=True) as staging:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
