@@ -146,7 +146,7 @@ def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget(tmp
 
 def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir, scifact_dir):
     cfg = tmp_path / "exp.yaml"
-    shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
+    shutil.copy(ROOT / "benchmarks" / "scifact_mining_ab.yaml", cfg)
     text = cfg.read_text().replace("../../shared/data/scifact", str(scifact_dir))
     text = text.replace("  - name: in-batch\n", "  - name: in-batch\n    budget: {max_length: 48}\n")  # an override
     cfg.write_text(text)

@@ -200,7 +200,7 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     negatives, candidates, chosen_ids = run_tables(ctx, parts)
     timings["tables"] = time.perf_counter() - t
     counts = run_counts(ctx, parts, candidates, chosen_ids, deepened)
-    if cfg.score_with is not None:
+    if scorers or len(members) > 1:  # every teacher's scores of each positive and negative, for soft labels
         t = time.perf_counter()
         negatives, candidates = add_teacher_scores(negatives, candidates, col, members, scorers, cache, reporter)
         timings["teacher_scores"] = time.perf_counter() - t

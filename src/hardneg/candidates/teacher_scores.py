@@ -1,5 +1,6 @@
 """Teacher scores for soft labels: every candidate, positive and chosen negative of a run scored by
-extra teachers (``--score-with e5+bm25:stem``) and by each of the mining teachers.
+extra teachers (``--score-with e5+bm25:stem``) and by each of the mining teachers (a hybrid's members
+are scored this way without ``--score-with``; a one-teacher run keeps its plain columns).
 
 Distillation (listwise KL, MarginMSE) needs a teacher's score for the positive and for every mined
 negative of a row. They are computed once, at mining time, from cached embeddings / indexes:
