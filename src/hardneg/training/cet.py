@@ -69,6 +69,8 @@ import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 
 @dataclass
 class Features:
@@ -153,7 +155,8 @@ class SelectionModel:
     def fit(self, f: Features) -> SelectionModel:
         y = f.labelled.astype(np.float64)
         if not 0 < y.sum() < y.size:
-            raise ValueError("the selection model needs labelled positives and unlabelled candidates")
+            raise ConfigError("cet: the selection model needs labelled positives among the run's candidates "
+                              "and unlabelled ones (no positive was retrieved, or nothing else was)")
         self.scale_s = (f.selection.mean(0), np.maximum(f.selection.std(0), 1e-12))
         self.scale_r = (f.relevance.mean(0), np.maximum(f.relevance.std(0), 1e-12))
         xs, xr = self._design(f.selection, self.scale_s), self._design(f.relevance, self.scale_r)
@@ -196,7 +199,7 @@ def negative_weights(run: Any, model: SelectionModel | None = None) -> tuple[pa.
     order = np.argsort(joined.column("i").to_numpy())
     w = joined.column("w_max").to_numpy(zero_copy_only=False)[order]
     if w.size != lengths.sum():
-        raise ValueError("a mined negative is missing from the run's candidates")
+        raise ConfigError("cet: a mined negative is missing from the run's candidates")
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int32)
     i = neg.column_names.index("negative_scores")
     column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(w, pa.float64()))
