@@ -34,6 +34,12 @@ What this module does:
    documents of other queries keep weight 1 (random documents for this query, not pooled
    candidates). With every weight 1 it is MNRL, exactly.
 
+Only the paper's abstract and introduction could be read while writing this (no reference code
+was found): the ``y = s * r`` factorisation, the EM and the propensity weight of each negative are
+this module's reading of the paper's "a relevance model and a selection model, each trained with
+bias weights from the other's estimate" (in the manner of the dual learning algorithm of unbiased
+learning to rank), not a transcription of its equations.
+
 Where it departs from the paper, and why:
 
 * The paper's relevance model is the neural ranker itself, trained with the selection model in one

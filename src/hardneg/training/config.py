@@ -46,4 +46,7 @@ class TrainConfig(BaseModel):
     mochi_beta_max: float = Field(0.5, gt=0, le=0.5, description="mochi: the query's largest weight in a query mix")
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "run"})
+        """The settings that make the model: the ``mochi_*`` knobs only when the loss is mochi (so
+        every other loss keeps the key it had before they existed)."""
+        unused = {f for f in type(self).model_fields if f.startswith("mochi_")} if self.loss != "mochi" else set()
+        return self.model_dump(exclude={"out", "run"} | unused)
