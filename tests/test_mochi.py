@@ -204,7 +204,7 @@ def test_the_command_line_and_an_experiment_yaml_switch_mochi_on(run, static_mod
     loss = manifest_of(tmp_path / "m")["loss"]
     assert (loss["class"], loss["num_hard"], loss["num_mix"], loss["num_query_mix"]) == ("MoCHiLoss", 5, 3, 1)
     cfg = ExperimentConfig(dataset="d", variants=[{"name": "mochi", "loss": "mochi",
-                                                   "budget": {"mochi_hard": 8, "mochi_beta_max": 0.25}}])
-    v = cfg.variants[0]
-    tc = TrainConfig(run="r", out="o", loss=v.loss, **(cfg.budget.model_dump() | v.budget))
+                                                   "train": {"mochi_hard": 8, "mochi_beta_max": 0.25}}])
+    v = cfg.variants[0]  # as the experiment's cells build a variant's training options
+    tc = TrainConfig(run="r", out="o", loss=v.loss, **(cfg.budget.model_dump() | v.budget | v.train))
     assert (tc.loss, tc.mochi_hard, tc.mochi_beta_max, tc.mochi_mix) == ("mochi", 8, 0.25, 16)
