@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import hardneg
 from hardneg.cli import app
+from hardneg.errors import ConfigError
 from hardneg.training.cet import (
     CETLoss,
     Features,
@@ -141,6 +142,8 @@ def test_a_tiny_batch_by_hand():
     # row 1: other positive .6, own positive .8, other negative .8, own negative 0 (w = 0)
     row1 = -np.log(e(16) / (e(12) + e(16) + e(16) + 0.0 * e(0)))
     assert float(got) == pytest.approx((row0 + row1) / 2, rel=1e-12)
+    with pytest.raises(ConfigError, match="label"):
+        CETLoss(None)([], None)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         CETLoss(None).compute_loss_from_embeddings([q, pos, neg], torch.tensor([[1.5], [0.0]]))
 

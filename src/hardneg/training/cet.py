@@ -240,8 +240,11 @@ class CETLoss(nn.Module):
         super().__init__()
         self.model, self.scale = model, scale
 
-    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
         from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        if labels is None:
+            raise ConfigError("loss 'cet' needs the propensity label column: train it on a hardneg run")
 
         return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
 
