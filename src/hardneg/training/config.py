@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet")
 
 
 class TrainConfig(BaseModel):
@@ -43,6 +43,13 @@ class TrainConfig(BaseModel):
     infonce_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the InfoNCE (MNRL) term")
     teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
     bf16: bool = Field(False, description="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs)")
+    mochi_hard: int = Field(16, ge=1, description="mochi: the N hardest negatives per query the synthetic ones mix")
+    mochi_mix: int = Field(16, ge=0, description="mochi: s, mixes of two hard negatives per query")
+    mochi_query_mix: int = Field(8, ge=0, description="mochi: s', mixes of the query with a hard negative per query")
+    mochi_beta_max: float = Field(0.5, gt=0, le=0.5, description="mochi: the query's largest weight in a query mix")
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "run"})
+        """The settings that make the model: the ``mochi_*`` knobs only when the loss is mochi (so
+        every other loss keeps the key it had before they existed)."""
+        unused = {f for f in type(self).model_fields if f.startswith("mochi_")} if self.loss != "mochi" else set()
+        return self.model_dump(exclude={"out", "run"} | unused)

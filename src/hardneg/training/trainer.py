@@ -36,6 +36,10 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
         raise ConfigError(f"teacher_scores: loss '{loss}' takes no labels (use {', '.join(WITH_LABELS)})")
     if loss not in WITH_NEGATIVES:
         return st_table(run, "pair")
+    if loss == "cet":  # label = each mined negative's pooling propensity
+        from .cet import cet_table
+
+        return cet_table(run, num_negatives)
     stored = [c[len("negative_scores_"):] for c in run.negatives.column_names if c.startswith("negative_scores_")]
     teachers = parse_teachers(teacher_scores, stored) if teacher_scores is not None else []
     table = st_table(run, "n-tuple", with_scores=loss in WITH_LABELS and not teachers, score_teachers=teachers)
@@ -53,6 +57,12 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
         label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, mnrl-kl, gist-scores
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     return table.select(keep)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def loss_settings(loss: Any) -> dict[str, Any]:
@@ -137,14 +147,17 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
-                      cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight)
+                      cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
+                      seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
+                                            "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
     with staged_dir(out, overwrite=True) as staging:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
             batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
-            logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16)
+            logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16,
+            use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
         result = trainer.train()
         shutil.rmtree(staging / "_trainer", ignore_errors=True)
