@@ -348,3 +348,24 @@ def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
     here (the CPU benchmark's faster path), not fail at the trainer's construction."""
     manifest = manifest_of(hardneg.train(run, tmp_path / "m", **tiny(static_model, bf16=True, max_steps=2)))
     assert manifest["steps"] == 2 and np.isfinite(manifest["train_loss"]) and manifest["config"]["bf16"] is True
+
+
+@pytest.mark.parametrize("name, only", [("scifact_ab", None), ("nfcorpus_ab", "mnrl-kl-ensemble")])
+def test_the_issue_14_grids_run_quick_through_the_cli(name, only, tmp_path, cache_dir, scifact_dir):
+    """benchmarks/scifact_ab.yaml (every variant) and nfcorpus_ab.yaml (its real dev split, the ensemble
+    distillation variant and the baseline) in CI size: mined with the ensemble, trained, scored on dev and test."""
+    cfg = tmp_path / f"{name}.yaml"
+    text = (ROOT / "benchmarks" / f"{name}.yaml").read_text()
+    cfg.write_text(text.replace("../../shared/data/", str(scifact_dir.parent) + "/"))
+    out = tmp_path / "exp"
+    res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--out", str(out),
+                              "--cache-dir", str(cache_dir), "--quiet", *(["--variants", only] if only else [])])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["variant"]: r for r in results["variants"]}
+    assert set(rows) >= {"st-recipe", only or "st-mpnet-marginmse"}
+    assert all(r["train_steps"] == [3] and "mine_seconds" in r and "ci_baseline" in r for r in rows.values()
+               if r["variant"] != "st-recipe")
+    assert results["dev"]["split"] == ("dev" if name == "nfcorpus_ab" else None)
+    made = json.loads((out / "variants" / "mnrl-kl-ensemble" / "seed-0" / "model" / "hardneg_train.json").read_text())
+    assert made["loss"]["class"] == "InfoNCEDistillLoss" and made["config"]["teacher_scores"] == "all"

@@ -126,7 +126,8 @@ class ExperimentConfig(BaseModel):
 
 
 def quick_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """CI-sized: tiny budget, one seed."""
+    """CI-sized: tiny budget, one seed; an ST baseline that mines with another model (``st.model``)
+    mines with the base model instead (a check of the pipeline, not a measurement)."""
     small = cfg.model_copy(deep=True)
     small.budget = Budget(batch_size=8, max_steps=3, max_length=64, learning_rate=1e-4, warmup_ratio=0.0)
     small.seeds = [0]
@@ -136,4 +137,6 @@ def quick_config(cfg: ExperimentConfig) -> ExperimentConfig:
     small.dev_split = cfg.dev_split
     for v in small.variants:
         v.seeds = None
+        if v.kind == "st" and v.st.get("model"):
+            v.st = {**v.st, "model": None}
     return small
