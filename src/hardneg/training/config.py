@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "adore")
 
 
 class TrainConfig(BaseModel):
@@ -30,6 +30,17 @@ class TrainConfig(BaseModel):
     guide: str | None = Field(None, description="guide model for the gist loss")
     hardness_strength: float = Field(0.0, description="hardness weighting of mined negatives (MNRL family)")
     mini_batch_size: int = Field(16, ge=1, description="mini-batch size of cached-mnrl (GradCache)")
+    remine_every: int = Field(0, ge=0, description="re-encode the corpus with the current student and re-mine the "
+                              "negatives with the run's settings every N optimiser steps (ANCE; dense teacher; 0 = off)")
+    adore_depth: int = Field(200, ge=1, description="loss adore: non-positive documents retrieved per query and step "
+                             "from the fixed corpus index")
+    adore_negatives: int | None = Field(None, ge=1, description="loss adore: how many of the top retrieved documents "
+                                        "enter the loss [default: all adore_depth]")
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "run"})
+        # Options added later leave the key of a model trained without them unchanged while at their default.
+        unset = {k for k in _LATER if getattr(self, k) == TrainConfig.model_fields[k].default}
+        return self.model_dump(exclude={"out", "run"} | unset)
+
+
+_LATER = ("remine_every", "adore_depth", "adore_negatives")

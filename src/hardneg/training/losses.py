@@ -9,6 +9,7 @@
 | ``gist-scores`` | GuidedInfoNCELoss guided by the miner's stored scores (own negatives only) | + label |
 | ``margin-mse`` | MarginMSELoss on the stored teacher scores (label = s+ - s-) | + label |
 | ``kl`` | DistillKLDivLoss on the stored teacher scores (label = [s+, s-...]) | + label |
+| ``adore`` | AdoreLoss: each step's negatives retrieved from a fixed index by the student's queries | anchor, label |
 
 ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
 negatives (MNRL family)."""
@@ -45,4 +46,6 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         return losses.MarginMSELoss(model)
     if name == "kl":
         return losses.DistillKLDivLoss(model)
+    if name == "adore":
+        raise ConfigError("loss 'adore' retrieves from the run's corpus: train it with hardneg.train (a run)")
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")
