@@ -65,6 +65,10 @@ class AdoreLoss(nn.Module):
         scale: multiplies the scores before the softmax (default: 20 with ``normalize``, else 1).
     """
 
+    index: Tensor
+    target: Tensor
+    positives: Tensor
+
     def __init__(self, model: Any, index: Tensor, target: Tensor, positives: Tensor, depth: int = 200,
                  negatives: int | None = None, normalize: bool = True, scale: float | None = None):
         super().__init__()

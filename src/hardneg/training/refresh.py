@@ -186,6 +186,15 @@ class RefreshedNegativesLoss(nn.Module):
             feats = feats[:2] + self.negative_features(labels.long().cpu().numpy(), device)
         return self.loss(feats, None)
 
+    def get_config_dict(self) -> dict[str, Any]:
+        """The wrapped loss's settings (for the model card)."""
+        inner = self.loss.get_config_dict() if hasattr(self.loss, "get_config_dict") else {}
+        return {"wraps": type(self.loss).__name__, **inner}
+
+    @property
+    def citation(self) -> str:
+        return "ANCE: Xiong et al., ICLR 2021, arXiv:2007.00808"
+
 
 class RemineCallback(TrainerCallback):
     """Re-mines with the student at the end of every ``every``-th optimiser step (not the last) and

@@ -142,6 +142,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     extra: dict[str, Any] = {}
     callbacks: list[Any] = []
+    loss: Any
     if cfg.loss == "adore":
         from .adore import build_adore_loss
 
