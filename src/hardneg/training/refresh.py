@@ -188,7 +188,8 @@ class RefreshedNegativesLoss(nn.Module):
 
     def get_config_dict(self) -> dict[str, Any]:
         """The wrapped loss's settings (for the model card)."""
-        inner = self.loss.get_config_dict() if hasattr(self.loss, "get_config_dict") else {}
+        get = getattr(self.loss, "get_config_dict", None)
+        inner: dict[str, Any] = get() if callable(get) else {}
         return {"wraps": type(self.loss).__name__, **inner}
 
     @property
