@@ -170,16 +170,10 @@ def test_the_loss_is_handed_the_current_negatives_of_its_rows(dense_run, static_
 
 def test_a_refresh_that_finds_the_same_negatives_trains_exactly_like_no_refresh(dense_run, static_model, tmp_path,
                                                                                   monkeypatch):
-    """The refreshed path (row labels, re-tokenised negatives, the random states around the mining) is
-    faithful: when the refresh returns the first negatives, the weights equal a run without refreshes
-    (whose table has no row labels and whose manifest no refreshes)."""
-    original = refresh.remine
-
-    def same(run, student, folder):
-        original(run, student, folder)  # mine for real (consumes what mining consumes) ...
-        return run  # ... but hand back the first negatives
-
-    monkeypatch.setattr(refresh, "remine", same)
+    """The refreshed path (row labels, negatives re-tokenised by the loss) is faithful: when the refresh
+    returns the first negatives, the weights equal a run without refreshes (whose table has no row
+    labels and whose manifest no refreshes)."""
+    monkeypatch.setattr(refresh, "remine", lambda run, student, folder: run)  # the first negatives again
     a = weights(out := hardneg.train(dense_run, tmp_path / "a", **options(static_model, remine_every=1, max_steps=2)))
     assert [r["changed"] for r in manifest_of(out)["refreshes"]] == [0.0]
     b = weights(plain := hardneg.train(dense_run, tmp_path / "b", **options(static_model, max_steps=2)))
