@@ -125,6 +125,7 @@ def test_refreshes_change_the_negatives_and_equal_a_fresh_mine_with_the_student(
     made = manifest_of(out)
     assert made["steps"] == 3 and [r["step"] for r in made["refreshes"]] == [1, 2]
     assert all(r["changed"] > 0.1 and r["rows_short"] == 0 for r in made["refreshes"])
+    assert {r["encoder"] for r in made["refreshes"]} == {dense_run.manifest["encoder"]["resolved"][static_model]}
     assert made["columns"][-1] == "label" and not (out / "_refresh").exists()
 
     q_idx, first = refresh.ntuple_rows(dense_run, 3)

@@ -32,8 +32,12 @@ negatives from its previous list in the empty slots. After a refresh the sampler
 seen the old negatives only, so a new negative may also be another row's positive in the same batch.
 
 Each refresh is recorded in the model's ``hardneg_train.json`` under ``refreshes``: step, seconds, the
-share of negatives that changed since the previous list and since the first mining, and the rows left
-short.
+share of negatives that changed since the previous list and since the first mining, the rows left
+short, and the encoder ``encoder: auto`` chose for the student's folder. That can differ from the run's:
+a folder saved by sentence-transformers 6 is not one the exported (OpenVINO/ONNX) encoders read, so the
+student is encoded by torch (bf16 on such a CPU) where the run may have used OpenVINO, and the first
+refresh then also counts encoder noise (about 1 query in 6 got another negative with MiniLM unchanged
+on a 30-query SciFact slice).
 
 Example::
 
@@ -238,7 +242,13 @@ class RemineCallback(TrainerCallback):
         self.records.append({"step": step, "seconds": round(time.perf_counter() - t0, 2),
                              "changed": round(changed_share(new, old), 4),
                              "changed_from_first": round(changed_share(new, self.loss.first), 4),
-                             "rows_short": short})
+                             "rows_short": short, "encoder": _dense_encoder(new_run)})
+
+
+def _dense_encoder(run: Run) -> str:
+    """The encoder the run's dense teacher resolved to (``auto`` is decided per model folder)."""
+    resolved = run.manifest.get("encoder", {}).get("resolved", {})
+    return ",".join(sorted(set(resolved.values())))
 
 
 def _rng_states() -> dict[str, Any]:
