@@ -205,3 +205,12 @@ def test_a_refresh_leaves_the_random_states_as_it_found_them(dense_run, static_m
     assert torch.equal(before[0], torch.random.get_rng_state())
     assert np.array_equal(before[1], np.random.get_state()[1]) and before[2] == random.getstate()
     assert callback.records[0]["step"] == 4 and callback.records[0]["changed"] == 0.0
+
+
+def test_the_new_options_leave_the_key_of_a_model_trained_without_them_unchanged():
+    from hardneg.training.config import TrainConfig
+
+    plain = TrainConfig(run="r", out="o").fingerprint_settings()
+    assert not {"remine_every", "adore_depth", "adore_negatives"} & plain.keys()
+    assert TrainConfig(run="r", out="o", remine_every=5).fingerprint_settings() == plain | {"remine_every": 5}
+    assert TrainConfig(run="r", out="o", loss="adore", adore_depth=50).fingerprint_settings()["adore_depth"] == 50
