@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
+          "adore")
 
 
 class TrainConfig(BaseModel):
@@ -48,8 +49,21 @@ class TrainConfig(BaseModel):
     mochi_query_mix: int = Field(8, ge=0, description="mochi: s', mixes of the query with a hard negative per query")
     mochi_beta_max: float = Field(0.5, gt=0, le=0.5, description="mochi: the query's largest weight in a query mix")
 
+    remine_every: int = Field(0, ge=0, description="re-encode the corpus with the current student and re-mine the "
+                              "negatives with the run's settings every N optimiser steps (ANCE; dense teacher; 0 = off)")
+    adore_depth: int = Field(200, ge=1, description="loss adore: non-positive documents retrieved per query and step "
+                             "from the fixed corpus index")
+    adore_negatives: int | None = Field(None, ge=1, description="loss adore: how many of the top retrieved documents "
+                                        "enter the loss [default: all adore_depth]")
+
+
     def fingerprint_settings(self) -> dict[str, Any]:
-        """The settings that make the model: the ``mochi_*`` knobs only when the loss is mochi (so
-        every other loss keeps the key it had before they existed)."""
-        unused = {f for f in type(self).model_fields if f.startswith("mochi_")} if self.loss != "mochi" else set()
-        return self.model_dump(exclude={"out", "run"} | unused)
+        """The settings that make the model. Options added later enter only when set away from their
+        default, so a model trained without them keeps its key."""
+        unset = {k for k in _LATER if getattr(self, k) == TrainConfig.model_fields[k].default}
+        return self.model_dump(exclude={"out", "run"} | unset)
+
+
+_LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",
+          "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
+          "remine_every", "adore_depth", "adore_negatives")

@@ -12,6 +12,7 @@
 | ``mnrl-kl`` | InfoNCEDistillLoss: MNRL (mined + in-batch negatives) + weighted listwise KL to the labels | + label |
 | ``mochi`` | MoCHiLoss: MNRL plus synthetic negatives mixed from the hardest ones (``mochi_*`` knobs) | as mnrl-hn |
 | ``cet`` | CETLoss: MNRL, each mined negative weighted by its pooling propensity (CET) | + label |
+| ``adore`` | AdoreLoss: each step's negatives retrieved from a fixed index by the student's queries | anchor, label |
 
 Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
 fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
@@ -65,4 +66,6 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         from .cet import CETLoss
 
         return CETLoss(model)
+    if name == "adore":
+        raise ConfigError("loss 'adore' retrieves from the run's corpus: train it with hardneg.train (a run)")
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")

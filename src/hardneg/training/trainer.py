@@ -34,6 +34,10 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
         raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     if teacher_scores is not None and loss not in WITH_LABELS:
         raise ConfigError(f"teacher_scores: loss '{loss}' takes no labels (use {', '.join(WITH_LABELS)})")
+    if loss == "adore":
+        from .adore import adore_table
+
+        return adore_table(run)
     if loss not in WITH_NEGATIVES:
         return st_table(run, "pair")
     if loss == "cet":  # label = each mined negative's pooling propensity
@@ -113,14 +117,27 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
     return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives, cfg.teacher_scores, cfg.teacher_norm,
-                                                 cfg.teacher_scale), cfg, source, overwrite, progress)
+                                                 cfg.teacher_scale), cfg, source, overwrite, progress, run=run)
+
+
+def _check_run_methods(cfg: TrainConfig, run: Run | None) -> None:
+    """The methods that read the run itself (refreshed negatives, ADORE) need one, and exclude each other."""
+    if cfg.loss == "adore" and run is None:
+        raise ConfigError("loss 'adore' needs a hardneg run (its corpus is the index)")
+    if cfg.remine_every:
+        if cfg.loss == "adore":
+            raise ConfigError("remine_every and loss 'adore' exclude each other (adore retrieves at every step)")
+        from .refresh import check_refreshable
+
+        check_refreshable(run, cfg.loss)
 
 
 def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
-                progress: bool = True) -> Path:
+                progress: bool = True, run: Run | None = None) -> Path:
     """Train a model on the table ``make_table()`` returns (built only when training is needed);
     ``source`` says where the rows came from and goes into the manifest and the cache key. The
-    model is written to ``cfg.out`` through a staging folder, as :func:`train` does."""
+    model is written to ``cfg.out`` through a staging folder, as :func:`train` does. ``run`` is the
+    run the table was made from, for the methods that mine or retrieve again (``remine_every``, ``adore``)."""
     import datasets
     from sentence_transformers import (
         SentenceTransformer,
@@ -129,6 +146,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
+    _check_run_methods(cfg, run)
     base_path = resolve_model(cfg.model)
     key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
                        folder_fingerprint(base_path), metadata.version("hardneg"))
@@ -146,11 +164,29 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     student = SentenceTransformer(base_path)
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
-    loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
-                      cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
-                      seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
-                                            "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
+    extra: dict[str, Any] = {}
+    callbacks: list[Any] = []
+    loss: Any
+    if cfg.loss == "adore":
+        from .adore import build_adore_loss
+
+        assert run is not None  # checked above
+        loss, extra["adore_index"] = build_adore_loss(run, student, cfg.model, cfg.adore_depth, cfg.adore_negatives)
+    else:
+        loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
+                          cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
+                          seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
+                                                "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
+    train_loss = loss
     with staged_dir(out, overwrite=True) as staging:
+        if cfg.remine_every:
+            from .refresh import attach_refresh
+
+            assert run is not None  # checked above
+            k = sum(c.startswith("negative_") for c in table.column_names)
+            table, train_loss, remine = attach_refresh(run, table, student, loss, cfg.remine_every, k,
+                                                       staging / "_refresh", full_length if cfg.max_length else None)
+            callbacks.append(remine)
         args = SentenceTransformerTrainingArguments(
             output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
@@ -158,9 +194,13 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
             logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16,
             use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
-        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
+        trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table),
+                                             loss=train_loss, callbacks=callbacks)
         result = trainer.train()
         shutil.rmtree(staging / "_trainer", ignore_errors=True)
+        shutil.rmtree(staging / "_refresh", ignore_errors=True)
+        if cfg.remine_every:
+            extra["refreshes"] = remine.records
         if cfg.max_length:
             student.max_seq_length = full_length  # a shorter training length is a training economy only
         student.save(str(staging))
@@ -177,5 +217,6 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             "device": str(student.device),
             "seconds": round(time.perf_counter() - t0, 1),
             "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
+            **extra,
         })
     return out
