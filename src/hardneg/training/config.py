@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-idmask")
 
 
 class TrainConfig(BaseModel):
@@ -30,6 +30,10 @@ class TrainConfig(BaseModel):
     guide: str | None = Field(None, description="guide model for the gist loss")
     hardness_strength: float = Field(0.0, description="hardness weighting of mined negatives (MNRL family)")
     mini_batch_size: int = Field(16, ge=1, description="mini-batch size of cached-mnrl (GradCache)")
+    hard_batches: bool = Field(False, description="NGAME hard batches: batches of whole clusters of similar queries")
+    cluster_size: int = Field(8, ge=1, description="queries per cluster of --hard-batches")
+    recluster_every: int = Field(0, ge=0, description="re-cluster --hard-batches with the current model every N "
+                                 "steps [default 0: once, with the base model]")
 
     def fingerprint_settings(self) -> dict[str, Any]:
         return self.model_dump(exclude={"out", "run"})

@@ -9,6 +9,7 @@
 | ``gist-scores`` | GuidedInfoNCELoss guided by the miner's stored scores (own negatives only) | + label |
 | ``margin-mse`` | MarginMSELoss on the stored teacher scores (label = s+ - s-) | + label |
 | ``kl`` | DistillKLDivLoss on the stored teacher scores (label = [s+, s-...]) | + label |
+| ``mnrl-idmask`` | IdMaskedMNRLLoss: mnrl-hn where no query's own positives (by id, qrels) are its negatives | + label (ids) |
 
 ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
 negatives (MNRL family)."""
@@ -20,8 +21,9 @@ from typing import Any
 from ..errors import ConfigError
 from .config import LOSSES
 from .guided import GuidedInfoNCELoss
+from .id_masking import IdMaskedMNRLLoss
 
-WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl")
+WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-idmask")
 WITH_LABELS = ("margin-mse", "kl", "gist-scores")
 
 
@@ -45,4 +47,8 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         return losses.MarginMSELoss(model)
     if name == "kl":
         return losses.DistillKLDivLoss(model)
+    if name == "mnrl-idmask":
+        if hardness_strength:
+            raise ConfigError("loss 'mnrl-idmask' has no hardness weighting (hardness_strength must be 0)")
+        return IdMaskedMNRLLoss(model)  # its positives come from the training table (train_on_table)
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")

@@ -18,6 +18,7 @@ from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .config import LOSSES, TrainConfig
+from .id_masking import id_labels
 from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
 
 MANIFEST = "hardneg_train.json"
@@ -38,6 +39,8 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.
         scores = np.array(table.column("score").to_pylist(), dtype=np.float64)[:, : k + 1]
         label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, gist-scores: raw
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
+    if loss == "mnrl-idmask":  # label = the rows' ids [query, positive, negatives...] (id_masking.id_labels)
+        return table.select(keep).append_column("label", pa.array(id_labels(run, k).tolist(), pa.list_(pa.int64())))
     return table.select(keep)
 
 
@@ -104,6 +107,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
+    from .hard_batches import hard_batch_sampler
+
     base_path = resolve_model(cfg.model)
     key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
                        folder_fingerprint(base_path), metadata.version("hardneg"))
@@ -122,12 +127,19 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
     loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
+    if cfg.loss == "mnrl-idmask":  # every (query, positive) of the table: the qrels' positives of its queries
+        if "label" not in table.column_names:
+            raise ConfigError("loss 'mnrl-idmask' needs document ids: train on a hardneg run")
+        ids = np.array(table.column("label").to_pylist(), dtype=np.int64)
+        loss.remember_positives(ids[:, 0], ids[:, 1])
+    sampler = (hard_batch_sampler(student, cfg.cluster_size, cfg.recluster_every) if cfg.hard_batches
+               else BatchSamplers.NO_DUPLICATES)
     with staged_dir(out, overwrite=True) as staging:
         args = SentenceTransformerTrainingArguments(
             output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
-            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
+            batch_sampler=sampler, save_strategy="no", report_to="none",
             logging_steps=10, disable_tqdm=not progress)
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
         result = trainer.train()
