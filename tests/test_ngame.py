@@ -249,14 +249,24 @@ def test_id_mask_drops_other_queries_positives_and_matches_a_hand_computed_loss(
         loss.compute_loss_from_embeddings(embeddings, None)
 
 
-def test_hard_batches_and_the_id_mask_train_a_model_end_to_end(ngame_run, static_model, tmp_path):
+def test_hard_batches_and_the_id_mask_train_a_model_end_to_end(ngame_run, static_model, tmp_path, monkeypatch):
     """Three real steps through hardneg.train with both switches on (re-clustered every 2 steps): the
-    manifest records them, the loss knows every positive pair of the table, and the weights moved."""
+    trainer's sampler clusters with the student before the first step and again after two, the
+    manifest records the switches, the loss knows every positive pair of the table, the weights moved."""
     from safetensors.numpy import load_file
 
+    refreshed_at: list[int] = []
+    recluster = HardBatchSampler._recluster
+
+    def counting(self: HardBatchSampler, queries: np.ndarray) -> None:
+        refreshed_at.append(self.served)
+        recluster(self, queries)
+
+    monkeypatch.setattr(HardBatchSampler, "_recluster", counting)
     out = hardneg.train(ngame_run, tmp_path / "m", model=static_model, loss="mnrl-idmask", hard_batches=True,
                         cluster_size=4, recluster_every=2, batch_size=8, max_steps=3, warmup_ratio=0.0,
                         progress=False)
+    assert refreshed_at[:2] == [0, 2]
     manifest = json.loads((Path(out) / "hardneg_train.json").read_text())
     assert manifest["steps"] == 3 and np.isfinite(manifest["train_loss"]) and manifest["train_loss"] > 0
     assert manifest["config"] | {"hard_batches": True, "cluster_size": 4, "recluster_every": 2} == manifest["config"]

@@ -70,7 +70,9 @@ class IdMaskedMNRLLoss(nn.Module):
         ordered as the loss concatenates them: every row's positive, then every row's negative_1, ..."""
         b = ids.size(0)
         docs = ids[:, 1:].T.reshape(-1)
-        known = torch.cat([self.positive_keys.to(ids.device), pair_keys(ids[:, 0], ids[:, 1])])
+        if self.positive_keys.device != ids.device:  # moved once, to the device the batches are on
+            self.positive_keys = self.positive_keys.to(ids.device)
+        known = torch.cat([self.positive_keys, pair_keys(ids[:, 0], ids[:, 1])])
         mask = torch.isin(pair_keys(ids[:, :1], docs[None, :]), known)
         own = torch.arange(b, device=ids.device)
         mask[own, own] = False
