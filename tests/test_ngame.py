@@ -278,13 +278,17 @@ def test_hard_batches_and_the_id_mask_train_a_model_end_to_end(ngame_run, static
 
 
 def test_the_switches_are_trainconfig_fields_usable_from_an_experiment_variant():
+    """A variant's ``train:`` options switch both on; off, they leave the settings key as it was."""
     from hardneg.experiment.config import ExperimentConfig
 
     cfg = ExperimentConfig(dataset="d", variants=[{"name": "ngame", "loss": "mnrl-idmask",
-                                                   "budget": {"hard_batches": True, "cluster_size": 4}}])
+                                                   "train": {"hard_batches": True, "cluster_size": 4}}])
     v = cfg.variants[0]
-    tc = TrainConfig(run="r", out="o", loss=v.loss, **(cfg.budget.model_dump() | v.budget))
+    tc = TrainConfig(run="r", out="o", loss=v.loss, **(cfg.budget.model_dump() | v.budget | v.train))
     assert (tc.hard_batches, tc.cluster_size, tc.recluster_every, tc.loss) == (True, 4, 0, "mnrl-idmask")
-    assert not TrainConfig(run="r", out="o").hard_batches  # off by default
+    off = TrainConfig(run="r", out="o")
+    assert not off.hard_batches  # off by default, and then out of the fingerprint (older models keep their key)
+    assert not {"hard_batches", "cluster_size", "recluster_every"} & off.fingerprint_settings().keys()
+    assert {"hard_batches", "cluster_size", "recluster_every"} <= tc.fingerprint_settings().keys()
     with pytest.raises(ValueError):
         TrainConfig(run="r", out="o", cluster_size=0)

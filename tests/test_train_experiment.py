@@ -146,7 +146,7 @@ def test_cells_that_trained_different_steps_are_flagged_as_an_unequal_budget(tmp
 
 def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir, scifact_dir):
     cfg = tmp_path / "exp.yaml"
-    shutil.copy(ROOT / "benchmarks" / "scifact_ab.yaml", cfg)
+    shutil.copy(ROOT / "benchmarks" / "scifact_mining_ab.yaml", cfg)
     text = cfg.read_text().replace("../../shared/data/scifact", str(scifact_dir))
     text = text.replace("  - name: in-batch\n", "  - name: in-batch\n    budget: {max_length: 48}\n")  # an override
     cfg.write_text(text)
@@ -341,3 +341,10 @@ def test_the_experiment_budget_is_trainconfig_declared_once():
         assert (field.default, field.description, field.metadata) == (tc.default, tc.description, tc.metadata), name
     with pytest.raises(ValueError):
         Budget(batch_size=1)  # TrainConfig's bound (ge=2) holds for a budget too
+
+
+def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
+    """transformers refuses bf16 on a machine without a GPU unless ``use_cpu`` is set: --bf16 must train
+    here (the CPU benchmark's faster path), not fail at the trainer's construction."""
+    manifest = manifest_of(hardneg.train(run, tmp_path / "m", **tiny(static_model, bf16=True, max_steps=2)))
+    assert manifest["steps"] == 2 and np.isfinite(manifest["train_loss"]) and manifest["config"]["bf16"] is True

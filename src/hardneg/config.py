@@ -29,13 +29,13 @@ from .errors import ConfigError
 from .runs.store import DTYPES
 from .sampling import SamplerSpec
 
-TEACHER_KINDS = ("bm25", "dense", "hybrid")
+TEACHER_KINDS = ("bm25", "dense", "e5", "hybrid")
 _DEFAULT_MODEL = ("", "default", "minilm")  # names of the packaged MiniLM (see fingerprint.resolve_model)
 
 
 @dataclass(frozen=True)
 class TeacherSpec:
-    """``bm25[:stem]``, ``dense[:MODEL]`` or ``hybrid[:bm25+dense:MODEL+...]``, parsed once into
+    """``bm25[:stem]``, ``dense[:MODEL]``, ``e5[:enpt]`` or ``hybrid[:bm25+dense:MODEL+e5...]``, parsed once into
     (kind, option) members: the BM25 option (``stem``) or the dense model (None = the packaged MiniLM).
     ``str()`` is the canonical spelling (``BM25`` -> ``bm25``, ``dense:default`` -> ``dense``,
     ``hybrid:bm25+dense`` -> ``hybrid``); a model may itself contain ':' (URLs, drive letters)."""
@@ -72,8 +72,23 @@ class TeacherSpec:
         return names
 
 
+@dataclass(frozen=True)
+class ScoreWithSpec(TeacherSpec):
+    """``e5+bm25:stem+dense:MODEL``: the extra teachers that score a run's candidates for soft labels
+    (kind ``scores``; ``str()`` joins the members with ``+``)."""
+
+    @staticmethod
+    def parse(text: str | TeacherSpec) -> ScoreWithSpec:  # type: ignore[override]
+        if isinstance(text, ScoreWithSpec):
+            return text
+        parts = [p for p in str(text).split("+") if p.strip()]
+        if not parts:
+            raise ConfigError("expected one or more teachers joined by '+', e.g. e5+bm25:stem")
+        return ScoreWithSpec("scores", tuple(_teacher_member(p) for p in parts))
+
+
 def _teacher_member(text: str) -> tuple[str, str | None]:
-    """One ``bm25[:stem]`` or ``dense[:MODEL]``, checked."""
+    """One ``bm25[:stem]``, ``dense[:MODEL]`` or ``e5[:enpt]``, checked."""
     kind, _, option = text.strip().partition(":")
     kind, opt = kind.strip().lower(), option.strip() or None
     if kind == "bm25":
@@ -82,6 +97,10 @@ def _teacher_member(text: str) -> tuple[str, str | None]:
         return kind, opt and opt.lower()
     if kind == "dense":
         return kind, None if opt is None or opt in _DEFAULT_MODEL else opt
+    if kind == "e5":
+        if opt is not None and opt.lower() not in ("original", "enpt"):
+            raise ConfigError(f"unknown e5 variant '{opt}' in teacher '{text.strip()}' (use e5 or e5:enpt)")
+        return kind, None if opt is None or opt.lower() == "original" else opt.lower()
     raise ConfigError(f"unknown teacher '{text.strip()}' (use {', '.join(TEACHER_KINDS)})")
 
 
@@ -176,6 +195,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"search": SEARCH_KINDS, "fusion": FUSIONS
 _AS_TEXT = PlainSerializer(str, return_type=str)
 _TEXT_SCHEMA = WithJsonSchema({"type": "string"})
 TeacherField = Annotated[TeacherSpec, PlainValidator(_parsed(TeacherSpec)), _AS_TEXT, _TEXT_SCHEMA]
+ScoreWithField = Annotated[TeacherSpec, PlainValidator(_parsed(ScoreWithSpec)), _AS_TEXT, _TEXT_SCHEMA]
 FilterField = Annotated[FilterChain, PlainValidator(_parsed(FilterChain)), _AS_TEXT, _TEXT_SCHEMA]
 SamplerField = Annotated[SamplerSpec, PlainValidator(_parsed(SamplerSpec)), _AS_TEXT, _TEXT_SCHEMA]
 JudgeField = Annotated[JudgeSpec, PlainValidator(_parsed(JudgeSpec)), _AS_TEXT, _TEXT_SCHEMA]
@@ -195,7 +215,10 @@ class MineConfig(BaseModel):
     positive_column: str | None = Field(None, description="positive column of a pairs dataset "
                                         "[default: found by name]")
     teacher: TeacherField = Field("dense", validate_default=True,
-                                  description="bm25[:stem] | dense[:MODEL] | hybrid[:bm25+dense:MODEL]")
+                                  description="bm25[:stem] | dense[:MODEL] | e5[:enpt] | hybrid[:bm25+dense:MODEL+e5]")
+    score_with: ScoreWithField | None = Field(
+        None, description="extra teachers that score every candidate, positive and negative for soft labels "
+        "(score_<teacher> columns), e.g. e5+bm25:stem+dense:MODEL; not used to search or filter")
     fusion: str = Field("rrf", description=f"hybrid fusion: {' | '.join(FUSIONS)}")
     filter_on: str | None = Field(None, description="teacher whose scores the filters use (hybrid: first dense)")
     filter: FilterField = Field("percpos:0.95", validate_default=True,
@@ -311,7 +334,7 @@ class MineConfig(BaseModel):
         failing judge stops the run), specs in their canonical spelling, and the encoders ``encoder``
         resolved to rather than what was asked (``auto`` is a different encoder on another machine)."""
         settings = self.model_dump(exclude={"cache_dir", "out", "device", "batch_size", "backend", "encoder",
-                                            "llm_max_error_rate"})
+                                            "llm_max_error_rate", *(() if self.score_with else ("score_with",))})
         return settings | {"encoders": self.encoders()}
 
 

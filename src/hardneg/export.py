@@ -4,6 +4,7 @@ Tevatron. Texts are joined here, and only here, from the run's collection snapsh
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,20 @@ def with_relabelled(run: Run) -> Run:
                collection=run._collection)
 
 
-def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collection | None = None) -> pa.Table:
+def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collection | None = None,
+             score_teachers: Sequence[str] = ()) -> pa.Table:
     """A sentence-transformers training table. ``n-tuple`` keeps only queries with the full number
-    of negatives (columns negative_1..n); the others keep every negative that was mined."""
+    of negatives (columns negative_1..n); the others keep every negative that was mined.
+    ``score_teachers`` (n-tuple only) adds a ``score_<name>`` list column per teacher, [positive,
+    negatives...], from the run's ``positive_scores_<name>`` / ``negative_scores_<name>`` columns
+    (``--score-with``, :mod:`hardneg.candidates.teacher_scores`)."""
+    missing = [t for t in score_teachers if f"negative_scores_{t}" not in run.negatives.column_names]
+    if missing:
+        have = sorted(c[len("negative_scores_"):] for c in run.negatives.column_names if c.startswith("negative_scores_"))
+        raise ConfigError(f"teacher_scores: the run has no scores of {', '.join(missing)} "
+                          f"(it has: {', '.join(have) or 'none; mine with --score-with'})")
+    if score_teachers and fmt != "n-tuple":
+        raise ConfigError(f"teacher_scores: only the n-tuple format carries per-teacher scores, not {fmt}")
     if fmt not in ST_FORMATS:
         raise ConfigError(f"unknown sentence-transformers format '{fmt}' ({', '.join(ST_FORMATS)})")
     neg = run.negatives
@@ -120,6 +132,10 @@ def st_table(run: Run, fmt: str, with_scores: bool = False, collection: Collecti
             cols[f"negative_{j + 1}"] = texts.docs(neg_matrix[rows, j])
         if with_scores:
             cols["score"] = np.concatenate([pos_sc[keep_pos][:, None], neg_scores[rows]], axis=1).tolist()
+        for name in score_teachers:  # [positive, negative_1..n] scores of each named teacher
+            t_pos, _ = _flat(neg, f"positive_scores_{name}")
+            t_neg = _flat(neg, f"negative_scores_{name}")[0][np.isin(neg_par, np.nonzero(full)[0])].reshape(-1, n)
+            cols[f"score_{name}"] = np.concatenate([t_pos[keep_pos][:, None], t_neg[rows]], axis=1).tolist()
         return pa.table(cols)
     if fmt == "labeled-pair":
         parent = np.concatenate([pos_par, neg_par])

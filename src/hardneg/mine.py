@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .candidates.build import build_teacher, members_of, near_vectors
+from .candidates.build import build_scorers, build_teacher, members_of, near_vectors
 from .candidates.passes import Part, PassContext, merge_parts, query_shards, rule_part
+from .candidates.teacher_scores import add_teacher_scores, check_names
 from .candidates.teachers import BM25Teacher, DenseTeacher
 from .collection import Collection, load
 from .collection.hashes import collection_hashes
@@ -150,6 +151,8 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     judge, judge_fingerprint, llm = build_judges(cfg, cache)  # checked before any search or encoding
     teacher = build_teacher(cfg)
     members = members_of(teacher)
+    scorers = build_scorers(cfg)
+    check_names(members, scorers)
     if cfg.backend.kind == "ray":
         from .ray_backend import attach_encoders
 
@@ -197,4 +200,11 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
     negatives, candidates, chosen_ids = run_tables(ctx, parts)
     timings["tables"] = time.perf_counter() - t
     counts = run_counts(ctx, parts, candidates, chosen_ids, deepened)
-    return Run(negatives, candidates, run_manifest(ctx, parts, counts, fingerprint, timings), collection=col)
+    if scorers or len(members) > 1:  # every teacher's scores of each positive and negative, for soft labels
+        t = time.perf_counter()
+        negatives, candidates = add_teacher_scores(negatives, candidates, col, members, scorers, cache, reporter)
+        timings["teacher_scores"] = time.perf_counter() - t
+    manifest = run_manifest(ctx, parts, counts, fingerprint, timings)
+    if scorers:
+        manifest["score_with"] = [s.describe() for s in scorers]
+    return Run(negatives, candidates, manifest, collection=col)

@@ -1,4 +1,4 @@
-"""The teacher a spec names: ``bm25[:stem]``, ``dense[:MODEL]`` or ``hybrid[:A+B...]``, built from the
+"""The teacher a spec names: ``bm25[:stem]``, ``dense[:MODEL]``, ``e5[:enpt]`` or ``hybrid[:A+B...]``, built from the
 parsed settings of a :class:`~hardneg.config.MineConfig` (used by mining, the audit and evaluation)."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import SILENT, Reporter
 from ..runs.cache import Cache
+from .teacher_scores import teacher_name
 from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
+from .teachers.e5 import E5Teacher
 
 if TYPE_CHECKING:
     from ..collection import Collection
@@ -32,18 +34,38 @@ def build_teacher(cfg: MineConfig) -> Teacher:
 
         teacher = build_teacher(MineConfig(dataset="scifact", teacher="hybrid:bm25+dense"))
     """
-    members: list[Teacher] = []
-    for name, (kind, option) in zip(cfg.teacher.names(), cfg.teacher.members):
-        if kind == "bm25":
-            members.append(BM25Teacher(stemmer="english" if option == "stem" else None, name=name))
-        else:
-            members.append(DenseTeacher(option, cfg.query_prompt, cfg.doc_prompt, cfg.max_length,
-                                        batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
-                                        name=name, seed=cfg.seed, encoder=cfg.encoder_for(option),
-                                        embedding_dtype=cfg.embedding_dtype))
+    members = [_member(cfg, kind, option, name) for name, (kind, option) in zip(cfg.teacher.names(), cfg.teacher.members)]
     if cfg.teacher.kind == "hybrid":
         return HybridTeacher(members, fusion=cfg.fusion)
     return members[0]
+
+
+def _member(cfg: MineConfig, kind: str, option: str | None, name: str) -> Teacher:
+    if kind == "bm25":
+        return BM25Teacher(stemmer="english" if option == "stem" else None, name=name)
+    if kind == "e5":
+        return E5Teacher(option or "original", batch_size=cfg.batch_size, search=cfg.search, name=name, seed=cfg.seed)
+    return DenseTeacher(option, cfg.query_prompt, cfg.doc_prompt, cfg.max_length, batch_size=cfg.batch_size,
+                        search=cfg.search, device=cfg.device, name=name, seed=cfg.seed,
+                        encoder=cfg.encoder_for(option), embedding_dtype=cfg.embedding_dtype)
+
+
+def build_scorers(cfg: MineConfig) -> list[Teacher]:
+    """The extra teachers of ``cfg.score_with`` (soft labels only), each named for its column
+    (:func:`hardneg.candidates.teacher_scores.teacher_name`). A dense one uses the packaged prompts
+    of its model (not the mining teacher's ``query_prompt``)."""
+    if cfg.score_with is None:
+        return []
+    out: list[Teacher] = []
+    for kind, option in cfg.score_with.members:
+        name = teacher_name(kind, option)
+        if kind == "dense":
+            out.append(DenseTeacher(option, batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
+                                    name=name, seed=cfg.seed, encoder=cfg.encoder_for(option),
+                                    embedding_dtype=cfg.embedding_dtype))
+        else:
+            out.append(_member(cfg, kind, option, name))
+    return out
 
 
 def members_of(teacher: Teacher) -> list[Teacher]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -47,26 +48,40 @@ def evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: s
 
 
 def st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: Path) -> pa.Table:
-    """The ST recipe's n-tuples, cached as parquet in the variant folder."""
+    """The ST recipe's n-tuples, cached as parquet in the variant folder with the mining seconds beside
+    it. ``variant.st["model"]`` mines with another model (default: the base model); a distillation loss
+    gets ST's ``output_scores=True`` scores as its label (margin-mse: s+ - s-; kl: [s+, s-...])."""
     if path.exists():
         return pq.read_table(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    import time
+
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.util import mine_hard_negatives
 
     from ..runs.fingerprint import resolve_model
+    from ..training.losses import WITH_LABELS
 
     pos = train.positives()
     ds = Dataset.from_dict({"anchor": [train.query_texts[i] for i in pos.query_idx],
                             "positive": [train.doc_texts[i] for i in pos.doc_idx]})
-    model = SentenceTransformer(resolve_model(cfg.base_model))
+    options = dict(variant.st)
+    model = SentenceTransformer(resolve_model(options.pop("model", None) or cfg.base_model))
+    scores = variant.loss in WITH_LABELS
+    t0 = time.perf_counter()
     res = mine_hard_negatives(ds, model, corpus=list(train.doc_texts), output_format="n-tuple",
-                              sampling_strategy="top", batch_size=64, verbose=False,
-                              cache_folder=str(path.parent / "st-cache"), **variant.st)
+                              sampling_strategy="top", batch_size=64, verbose=False, output_scores=scores,
+                              cache_folder=str(path.parent / "st-cache"), **options)
+    seconds = time.perf_counter() - t0
     table = res.data.table if hasattr(res, "data") else pa.Table.from_pylist(res.to_list())
     table = pa.table({c: table.column(c) for c in table.column_names})
+    if scores:
+        s = np.array(table.column("scores").to_pylist(), dtype=np.float64)
+        label = s[:, :1] - s[:, 1:] if variant.loss == "margin-mse" else s
+        table = table.drop_columns(["scores"]).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     pq.write_table(table, path)
+    write_json(path.with_suffix(".json"), {"mine_seconds": round(seconds, 1), "rows": table.num_rows})
     return table
 
 
@@ -88,28 +103,41 @@ class Cells:
     def load(self, variant: str, seed: int, prefix: str = "") -> Evaluation | None:
         return load_evaluation(self.folder(variant, seed), prefix)
 
-    def run(self, v: Variant, seed: int) -> None:
-        """Mine (once per variant) -> train -> evaluate one cell, unless it is done."""
+    def train_cell(self, v: Variant, seed: int, cell: Path | None = None) -> float:
+        """Mine (once per variant) and train one cell's model into ``<cell>/model`` (default cell: the
+        variant's seed folder); returns the seconds its mining took (teacher compute included, as
+        measured when the run or ST table was mined)."""
         from ..training import TrainConfig, train, train_on_table
-        from ..training.trainer import MANIFEST
 
-        cfg, vdir, cell = self.cfg, self.out / "variants" / v.name, self.folder(v.name, seed)
-        if load_evaluation(cell) is not None:
-            return
+        cfg, vdir = self.cfg, self.out / "variants" / v.name
+        cell = cell or self.folder(v.name, seed)
         model_dir = cell / "model"
-        tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **(cfg.budget.model_dump() | v.budget))
+        tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **(cfg.budget.model_dump() | v.budget | v.train))
         if v.kind == "hardneg":
             if v.name not in self.runs:
                 options = {"cache_dir": cfg.cache_dir, **v.mine}
                 self.runs[v.name] = mine(self.train, out=str(vdir / "run"), reporter=self.reporter, **options)
             train(self.runs[v.name], model_dir, overwrite=True, progress=self.reporter.enabled, **tcfg)
-        else:
-            key = hashlib.sha256(json.dumps(v.st, sort_keys=True).encode()).hexdigest()[:16]
-            table_path = self.out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
-            table = st_table(self.train, v, cfg, table_path)
-            tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
-            train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
-                        overwrite=True, progress=self.reporter.enabled)
-        made = json.loads((model_dir / MANIFEST).read_text())
-        evaluate_cell(cell, self.test, self.dev, str(model_dir), cfg, self.reporter,
-                      {"train_seconds": made["seconds"], "train_steps": made["steps"]})
+            return float(sum(self.runs[v.name].manifest.get("timings", {}).values()))
+        key = hashlib.sha256(json.dumps(v.st | {"loss": v.loss} if v.loss in ("margin-mse", "kl") else v.st,
+                                        sort_keys=True).encode()).hexdigest()[:16]
+        table_path = self.out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
+        table = st_table(self.train, v, cfg, table_path)
+        tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
+        train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
+                       overwrite=True, progress=self.reporter.enabled)
+        meta = table_path.with_suffix(".json")
+        return float(json.loads(meta.read_text())["mine_seconds"]) if meta.exists() else 0.0
+
+    def run(self, v: Variant, seed: int) -> None:
+        """Mine (once per variant) -> train -> evaluate one cell, unless it is done."""
+        from ..training.trainer import MANIFEST
+
+        cell = self.folder(v.name, seed)
+        if load_evaluation(cell) is not None:
+            return
+        mine_seconds = self.train_cell(v, seed)
+        made = json.loads((cell / "model" / MANIFEST).read_text())
+        evaluate_cell(cell, self.test, self.dev, str(cell / "model"), self.cfg, self.reporter,
+                      {"train_seconds": made["seconds"], "train_steps": made["steps"],
+                       "mine_seconds": round(mine_seconds, 1)})

@@ -33,8 +33,10 @@ class Budget(BaseModel):
 
 
 class Variant(BaseModel):
-    """One mining choice. ``kind: st`` is the outside baseline: sentence-transformers'
-    ``mine_hard_negatives(relative_margin, num_negatives, range_max)`` then the same loss."""
+    """One mining + training choice. ``kind: st`` is an outside baseline: sentence-transformers'
+    ``mine_hard_negatives(relative_margin, num_negatives, range_max, ...)`` (``st.model``: the mining model,
+    default the base model) then ``loss``; with a distillation loss (``margin-mse``, ``kl``) ST's
+    ``output_scores=True`` gives the labels, as a sentence-transformers user would train."""
 
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -43,6 +45,8 @@ class Variant(BaseModel):
     mine: dict[str, Any] = Field(default_factory=dict)
     seeds: list[int] | None = None
     budget: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict, description="the method's own training options (TrainConfig "
+                                  "fields: teacher_scores, temperatures, ...), on top of the shared budget")
     st: dict[str, Any] = Field(default_factory=lambda: {"relative_margin": 0.05, "num_negatives": 4, "range_max": 50})
 
 
@@ -65,6 +69,8 @@ class ExperimentConfig(BaseModel):
                                               "added after the listed variants")
     dev_queries: int = Field(0, ge=0, description="train queries held out (never trained on) to choose the best variant")
     dev_seed: int = 0
+    dev_split: str | None = Field(None, description="a real dev split of the dataset (e.g. NFCorpus 'dev') instead "
+                                  "of held-out train queries")
     best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the baseline")
     cache_dir: str | None = None
     permutations: int = Field(10000, description="resamples of the paired randomisation test and of the paired "
@@ -84,6 +90,8 @@ class ExperimentConfig(BaseModel):
             self.grid = None  # expanded once: a dumped config reloads to the same variants
         if not self.variants:
             raise ValueError("no variants: list some under 'variants' or give a 'grid'")
+        if self.dev_split and self.dev_queries:
+            raise ValueError("give dev_split or dev_queries, not both")
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
@@ -125,6 +133,7 @@ def quick_config(cfg: ExperimentConfig) -> ExperimentConfig:
     small.permutations = 500
     small.best_seeds = [0, 1] if cfg.best_seeds else None
     small.dev_queries = min(cfg.dev_queries, 10)
+    small.dev_split = cfg.dev_split
     for v in small.variants:
         v.seeds = None
     return small

@@ -59,7 +59,11 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
         train_col = train_col.slice(40, extra_docs=200)
         test_col = test_col.slice(30, extra_docs=200)
     dev_col = None
-    if cfg.dev_queries:
+    if cfg.dev_split:
+        dev_col = load(cfg.dataset, cfg.dev_split)
+        if quick:
+            dev_col = dev_col.slice(20, extra_docs=200)
+    elif cfg.dev_queries:
         dev_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
         train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
     names = [v.name for v in cfg.variants]
@@ -68,7 +72,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     if cfg.baseline is not None and cfg.baseline not in names:
         raise ConfigError(f"baseline '{cfg.baseline}' is not a variant ({', '.join(names)})")
     if cfg.best_seeds and dev_col is None:
-        raise ConfigError("best_seeds needs dev_queries > 0: the best variant is chosen on dev, never on test")
+        raise ConfigError("best_seeds needs dev_queries > 0 or a dev_split: the best variant is chosen on dev, never on test")
 
     base = evaluate_cell(out / "base", test_col, dev_col, cfg.base_model, cfg, reporter)
     cells = Cells(out, cfg, train_col, test_col, dev_col, reporter)

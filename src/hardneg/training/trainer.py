@@ -20,28 +20,52 @@ from ..runs.run import Run
 from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
 from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
+from .soft_labels import fuse, parse_teachers
 
 MANIFEST = "hardneg_train.json"
 
 
-def training_table(run: Run, loss: str, num_negatives: int | None = None) -> pa.Table:
+def training_table(run: Run, loss: str, num_negatives: int | None = None, teacher_scores: str | None = None,
+                   teacher_norm: str = "zscore", teacher_scale: float = 1.0) -> pa.Table:
     """The columns ``loss`` expects, built from the run: pairs for in-batch MNRL; n-tuples (queries
-    with every negative; each positive its own row) for the others, with score labels for distillation."""
+    with every negative; each positive its own row) for the others, with score labels for distillation:
+    the filter teacher's raw scores, or with ``teacher_scores`` the named teachers' scores fused per
+    row (:func:`hardneg.training.soft_labels.fuse`)."""
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
+    if teacher_scores is not None and loss not in WITH_LABELS:
+        raise ConfigError(f"teacher_scores: loss '{loss}' takes no labels (use {', '.join(WITH_LABELS)})")
     if loss not in WITH_NEGATIVES:
         return st_table(run, "pair")
-    table = st_table(run, "n-tuple", with_scores=loss in WITH_LABELS)
+    if loss == "cet":  # label = each mined negative's pooling propensity
+        from .cet import cet_table
+
+        return cet_table(run, num_negatives)
+    stored = [c[len("negative_scores_"):] for c in run.negatives.column_names if c.startswith("negative_scores_")]
+    teachers = parse_teachers(teacher_scores, stored) if teacher_scores is not None else []
+    table = st_table(run, "n-tuple", with_scores=loss in WITH_LABELS and not teachers, score_teachers=teachers)
     n = int(run.manifest["config"]["num_negatives"])
     k = min(num_negatives or n, n)
     keep = ["anchor", "positive"] + [f"negative_{i + 1}" for i in range(k)]
     if loss in WITH_LABELS:
-        scores = np.array(table.column("score").to_pylist(), dtype=np.float64)[:, : k + 1]
-        label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, gist-scores: raw
+        def matrix(column: str) -> np.ndarray:
+            return np.array(table.column(column).to_pylist(), dtype=np.float64).reshape(table.num_rows, -1)[:, : k + 1]
+
+        if teachers:
+            scores = fuse([matrix(f"score_{t}") for t in teachers], teacher_norm) * teacher_scale
+        else:
+            scores = matrix("score")
+        label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, mnrl-kl, gist-scores
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     if loss == "mnrl-idmask":  # label = the rows' ids [query, positive, negatives...] (id_masking.id_labels)
         return table.select(keep).append_column("label", pa.array(id_labels(run, k).tolist(), pa.list_(pa.int64())))
     return table.select(keep)
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def loss_settings(loss: Any) -> dict[str, Any]:
@@ -91,7 +115,8 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
     cfg = TrainConfig(run=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
-    return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives), cfg, source, overwrite, progress)
+    return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives, cfg.teacher_scores, cfg.teacher_norm,
+                                                 cfg.teacher_scale), cfg, source, overwrite, progress)
 
 
 def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], overwrite: bool = False,
@@ -126,7 +151,10 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     student = SentenceTransformer(base_path)
     full_length = _set_max_length(student, cfg.max_length, base_path)
     guide = SentenceTransformer(resolve_model(cfg.guide)) if cfg.guide else None
-    loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size)
+    loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
+                      cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
+                      seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
+                                            "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
     if cfg.loss == "mnrl-idmask":  # every (query, positive) of the table: the qrels' positives of its queries
         if "label" not in table.column_names:
             raise ConfigError("loss 'mnrl-idmask' needs document ids: train on a hardneg run")
@@ -140,7 +168,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
             batch_sampler=sampler, save_strategy="no", report_to="none",
-            logging_steps=10, disable_tqdm=not progress)
+            logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16,
+            use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table), loss=loss)
         result = trainer.train()
         shutil.rmtree(staging / "_trainer", ignore_errors=True)

@@ -1,0 +1,74 @@
+"""Choices on DEV only (test is never read): variants x step budgets, one seed each.
+
+- The learning curve of the baseline (``--variants st-recipe --steps 25,50,100,200``) sets the grid's
+  equal step budget where the baseline stops improving (issue 14's protocol).
+- The method choice (``--variants a,b,c --steps 100``) picks the hardneg recipe that the final grid
+  then runs with 3 seeds on test.
+
+Run: python benchmarks/dev_choice.py --config benchmarks/scifact_ab.yaml --variants st-recipe \
+        --steps 25,50,100 --out runs/scifact_dev [--bf16] [--seed 0]
+
+Each (variant, steps) cell is cached in OUT/variants/<variant>/steps-<S>[-bf16]/seed-<seed>/
+(dev_metrics.json written last), so a killed run resumes; mined runs and ST tables are shared with
+the experiment's own cells when OUT is the experiment folder. Prints one line per cell: dev nDCG@10,
+R@100, MRR@10, train and mining seconds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+from hardneg.collection import load
+from hardneg.evaluation.retrieval import evaluate
+from hardneg.experiment.cells import Cells
+from hardneg.experiment.config import ExperimentConfig
+from hardneg.progress import SILENT
+from hardneg.runs.files import write_json
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--variants", required=True, help="comma-separated variant names of the config")
+    ap.add_argument("--steps", default="25,50,100,200")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    cfg = ExperimentConfig.from_file(args.config)
+    chosen = [next(v for v in cfg.variants if v.name == name) for name in args.variants.split(",")]
+    train_col = load(cfg.dataset, cfg.train_split)
+    if cfg.dev_split:
+        dev = load(cfg.dataset, cfg.dev_split)
+    else:
+        dev = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
+        train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
+    out = Path(args.out)
+    cells = Cells(out, cfg, train_col, dev, None, SILENT)
+    print(f"{cfg.name}: seed {args.seed}, dev {len(dev.judged_queries())} queries, "
+          f"{platform.machine()}, {date.today()}", flush=True)
+    for variant in chosen:
+        for steps in [int(s) for s in args.steps.split(",")]:
+            tag = f"steps-{steps}{'-bf16' if args.bf16 else ''}"
+            v = variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": args.bf16}})
+            cell = cells.folder(v.name, args.seed).parent / tag / f"seed-{args.seed}"
+            done = cell / "dev_metrics.json"
+            if not done.exists():
+                mine_seconds = cells.train_cell(v, args.seed, cell)
+                ev = evaluate(dev, model=str(cell / "model"), cache_dir=cfg.cache_dir, batch_size=64)
+                ev.save_per_query(cell / "dev_per_query.jsonl")
+                made = json.loads((cell / "model" / "hardneg_train.json").read_text())
+                write_json(done, ev.as_json() | {"train_seconds": made["seconds"], "train_steps": made["steps"],
+                                                 "mine_seconds": round(mine_seconds, 1)})
+            m = json.loads(done.read_text())
+            print(f"{variant.name:28s} {tag:12s} dev nDCG@10 {m['ndcg@10']:.4f}  "
+                  f"R@100 {m['recall@100']:.4f}  MRR@10 {m['mrr@10']:.4f}  "
+                  f"train {m['train_seconds']:.0f} s ({m['train_steps']} steps)  mine {m.get('mine_seconds', 0):.0f} s",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
