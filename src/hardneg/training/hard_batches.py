@@ -6,16 +6,15 @@ clusters of ``cluster_size`` queries by recursive balanced 2-means (each node sp
 k-means, seeded, then balanced: cut at a multiple of ``cluster_size`` by which centroid the queries
 lean to), so every cluster holds exactly ``cluster_size`` queries except one. Each pass over the
 table serves whole clusters, in a seeded random order that changes with the epoch. A query with
-several positives has one row per positive: its rows are dealt out in rounds (its r-th row in
-round r, in a seeded random order); a round's rows, in the clustering tree's leaf order (so
-neighbours are alike), are cut into units of ``cluster_size`` rows, and the rounds of a query with R
-rows are spread evenly over the pass, so its rows are far apart. With one row per query, no text
-shared by two rows and ``batch_size`` a multiple of ``cluster_size``, every batch is a union of
-whole clusters.
+several positives has one row per positive: its rows get times spread evenly over the pass and the
+pass is cut into windows of about one row per query; a window's rows, in the clustering tree's leaf
+order (neighbours are alike), are cut into units of ``cluster_size`` rows, so a query's rows are far
+apart. With one row per query, no text shared by two rows and ``batch_size`` a multiple of
+``cluster_size``, every batch is a union of whole clusters.
 
 As with sentence-transformers' ``NO_DUPLICATES`` sampler, a batch never holds the same text twice
 (any text column: query, positive or negative). A row whose text is already in its unit waits for
-the next unit of its round (its neighbour in the tree); a row whose text is already in the batch is
+the next unit of its window (its neighbour in the tree); a row whose text is already in the batch is
 deferred to the next batch, which takes it first. A batch is filled with the next whole unit that
 fits (else the largest of the next few, else a split unit), so batches are full except at the end of
 a pass, and a batch is short only when every row left clashes with it. On real data similar queries
@@ -174,10 +173,9 @@ class HardBatchSampler(DefaultBatchSampler):
         """``rows`` as units in serving order. Each query's rows get times spread evenly over the pass
         (its j-th row, in a random order, at (j + u) / m for m rows, u uniform), and the pass is cut into
         windows of about one row per query. A window's rows, in the clustering tree's leaf order, are
-        cut into units of ``cluster_size`` rows that share no text (a row whose text is already in its
-        unit waits for the next unit; rows still waiting at the window's end join the next window).
-        With one row per query there is one window and its units are the clusters. The units of a
-        window are served in a random order; the rows of a unit are shuffled."""
+        cut into units of ``cluster_size`` rows that share no text (:meth:`_cut_all`). With one row per
+        query there is one window and, without shared texts, its units are the clusters. The units of
+        a window are served in a random order; the rows of a unit are shuffled."""
         q = self.query_of_row[rows]
         tie = rng.permutation(rows.size)
         by_query = np.lexsort((tie, q))
