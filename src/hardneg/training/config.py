@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
-          "adore")
+          "adore", "mnrl-idmask")
 
 
 class TrainConfig(BaseModel):
@@ -48,6 +48,10 @@ class TrainConfig(BaseModel):
     mochi_mix: int = Field(16, ge=0, description="mochi: s, mixes of two hard negatives per query")
     mochi_query_mix: int = Field(8, ge=0, description="mochi: s', mixes of the query with a hard negative per query")
     mochi_beta_max: float = Field(0.5, gt=0, le=0.5, description="mochi: the query's largest weight in a query mix")
+    hard_batches: bool = Field(False, description="NGAME hard batches: batches of whole clusters of similar queries")
+    cluster_size: int = Field(8, ge=1, description="queries per cluster of --hard-batches")
+    recluster_every: int = Field(0, ge=0, description="re-cluster --hard-batches with the current model every N "
+                                 "steps [default 0: once, with the base model]")
 
     remine_every: int = Field(0, ge=0, description="re-encode the corpus with the current student and re-mine the "
                               "negatives with the run's settings every N optimiser steps (ANCE; dense teacher; 0 = off)")
@@ -66,4 +70,4 @@ class TrainConfig(BaseModel):
 
 _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",
           "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
-          "remine_every", "adore_depth", "adore_negatives")
+          "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every")

@@ -13,6 +13,7 @@
 | ``mochi`` | MoCHiLoss: MNRL plus synthetic negatives mixed from the hardest ones (``mochi_*`` knobs) | as mnrl-hn |
 | ``cet`` | CETLoss: MNRL, each mined negative weighted by its pooling propensity (CET) | + label |
 | ``adore`` | AdoreLoss: each step's negatives retrieved from a fixed index by the student's queries | anchor, label |
+| ``mnrl-idmask`` | IdMaskedMNRLLoss: mnrl-hn where no query's own positives (by id, qrels) are its negatives | + label (ids) |
 
 Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
 fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
@@ -26,8 +27,10 @@ from ..errors import ConfigError
 from .config import LOSSES
 from .distill_infonce import InfoNCEDistillLoss
 from .guided import GuidedInfoNCELoss
+from .id_masking import IdMaskedMNRLLoss
 
-WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet")
+WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
+                  "mnrl-idmask")
 WITH_LABELS = ("margin-mse", "kl", "mnrl-kl", "gist-scores")
 
 
@@ -68,4 +71,8 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         return CETLoss(model)
     if name == "adore":
         raise ConfigError("loss 'adore' retrieves from the run's corpus: train it with hardneg.train (a run)")
+    if name == "mnrl-idmask":
+        if hardness_strength:
+            raise ConfigError("loss 'mnrl-idmask' has no hardness weighting (hardness_strength must be 0)")
+        return IdMaskedMNRLLoss(model)  # its positives come from the training table (train_on_table)
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")

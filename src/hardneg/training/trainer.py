@@ -18,6 +18,7 @@ from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .config import LOSSES, TrainConfig
+from .id_masking import id_labels
 from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
 from .soft_labels import fuse, parse_teachers
 
@@ -60,6 +61,8 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
             scores = matrix("score")
         label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, mnrl-kl, gist-scores
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
+    if loss == "mnrl-idmask":  # label = the rows' ids [query, positive, negatives...] (id_masking.id_labels)
+        return table.select(keep).append_column("label", pa.array(id_labels(run, k).tolist(), pa.list_(pa.int64())))
     return table.select(keep)
 
 
@@ -147,6 +150,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     from sentence_transformers.base.sampler import BatchSamplers
 
     _check_run_methods(cfg, run)
+    from .hard_batches import hard_batch_sampler
+
     base_path = resolve_model(cfg.model)
     key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
                        folder_fingerprint(base_path), metadata.version("hardneg"))
@@ -178,6 +183,13 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
                           seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
                                                 "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
     train_loss = loss
+    if cfg.loss == "mnrl-idmask":  # every (query, positive) of the table: the qrels' positives of its queries
+        if "label" not in table.column_names:
+            raise ConfigError("loss 'mnrl-idmask' needs document ids: train on a hardneg run")
+        ids = np.array(table.column("label").to_pylist(), dtype=np.int64)
+        loss.remember_positives(ids[:, 0], ids[:, 1])
+    sampler = (hard_batch_sampler(student, cfg.cluster_size, cfg.recluster_every) if cfg.hard_batches
+               else BatchSamplers.NO_DUPLICATES)
     with staged_dir(out, overwrite=True) as staging:
         if cfg.remine_every:
             from .refresh import attach_refresh
@@ -191,7 +203,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
-            batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none",
+            batch_sampler=sampler, save_strategy="no", report_to="none",
             logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16,
             use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table),
