@@ -65,6 +65,8 @@ class TrainConfig(BaseModel):
         """The settings that make the model. Options added later enter only when set away from their
         default, so a model trained without them keeps its key."""
         unset = {k for k in _LATER if getattr(self, k) == TrainConfig.model_fields[k].default}
+        if self.hard_batches:  # the sampler's settings are all part of a hard-batch model's key
+            unset -= {"cluster_size", "recluster_every"}
         return self.model_dump(exclude={"out", "run"} | unset)
 
 
