@@ -109,6 +109,9 @@ class STEncoder:
         return emb
 
 
+_POOLING_NAMES = {"mean": "mean_tokens", "cls": "cls_token", "max": "max_tokens", "lasttoken": "lasttoken"}
+
+
 def _st_layout(model_path: Path) -> dict[str, Any]:
     """Pooling of a Transformer -> Pooling [-> Normalize] folder; anything else needs ``torch``."""
     modules = json.loads((model_path / "modules.json").read_text()) if (model_path / "modules.json").exists() else []
@@ -120,7 +123,10 @@ def _st_layout(model_path: Path) -> dict[str, Any]:
     cfg = json.loads((pool_dir / "config.json").read_text())
     modes = [m for m in ("cls_token", "mean_tokens", "max_tokens", "lasttoken")
              if cfg.get(f"pooling_mode_{m}")]
-    if len(modes) != 1 or cfg.get("pooling_mode_mean_sqrt_len_tokens") or cfg.get("pooling_mode_weightedmean_tokens"):
+    if "pooling_mode" in cfg:  # sentence-transformers 6: one "pooling_mode" name
+        modes = [_POOLING_NAMES.get(str(cfg["pooling_mode"]), str(cfg["pooling_mode"]))]
+    if (len(modes) != 1 or modes[0] not in _POOLING_NAMES.values() or cfg.get("pooling_mode_mean_sqrt_len_tokens")
+            or cfg.get("pooling_mode_weightedmean_tokens")):
         raise ConfigError(f"{pool_dir / 'config.json'}: pooling {cfg} is not one of cls, mean, max, lasttoken "
                           "(use --encoder torch)")
     return {"pooling": modes[0], "normalize": "Normalize" in kinds}

@@ -134,13 +134,19 @@ def file_fingerprint(path: str | Path, memo_dir: str | Path | None = None) -> st
 
 def read_st_config(folder: str | Path) -> dict[str, Any]:
     """What a sentence-transformers folder says about itself, read without loading the model:
-    max_seq_length, whether a Normalize module is present, similarity function and prompts."""
+    max_seq_length, whether a Normalize module is present, similarity function and prompts. Both
+    layouts: sentence-transformers < 6 (``sentence_bert_config.json``) and 6 (the tokenizer's
+    ``model_max_length``)."""
     folder = Path(folder)
     out: dict[str, Any] = {"max_seq_length": None, "normalize_module": False,
                            "similarity_fn_name": None, "prompts": {}}
     sbert = folder / "sentence_bert_config.json"
     if sbert.exists():
         out["max_seq_length"] = json.loads(sbert.read_text()).get("max_seq_length")
+    tok = folder / "tokenizer_config.json"
+    if out["max_seq_length"] is None and tok.exists():  # sentence-transformers 6 keeps it with the tokenizer
+        limit = json.loads(tok.read_text()).get("model_max_length")
+        out["max_seq_length"] = limit if isinstance(limit, int) and limit < 1_000_000 else None
     modules = folder / "modules.json"
     if modules.exists():
         out["normalize_module"] = any("Normalize" in m.get("type", "") for m in json.loads(modules.read_text()))
