@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..collection import load
+from ..collection import Collection, load
 from ..errors import ConfigError
 from ..progress import SILENT, Reporter
 from ..runs.files import write_json, write_text
@@ -56,13 +56,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     train_col = load(cfg.dataset, cfg.train_split)
     test_col = load(cfg.dataset, cfg.test_split)
     if quick:
-        train_col = train_col.slice(40, extra_docs=200)
-        test_col = test_col.slice(30, extra_docs=200)
+        train_col = _quick_slice(train_col, 40)
+        test_col = _quick_slice(test_col, 30)
     dev_col = None
     if cfg.dev_split:
         dev_col = load(cfg.dataset, cfg.dev_split)
         if quick:
-            dev_col = dev_col.slice(20, extra_docs=200)
+            dev_col = _quick_slice(dev_col, 20)
     elif cfg.dev_queries:
         dev_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
         train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
@@ -99,6 +99,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def _quick_slice(col: Collection, queries: int, max_positives: int = 400) -> Collection:
+    """A CI-sized slice: up to ``queries`` judged queries, fewer where queries have many positives (NFCorpus:
+    ~40 each), so that the slice's corpus (their positives + 200 others) stays a few hundred documents."""
+    per_query = col.positives().query_idx.size / max(col.judged_queries().size, 1)
+    return col.slice(int(min(queries, max(5, max_positives // max(per_query, 1.0)))), extra_docs=200)
 
 
 def _best_on_dev(cells: Cells, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
