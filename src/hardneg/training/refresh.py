@@ -33,11 +33,10 @@ seen the old negatives only, so a new negative may also be another row's positiv
 
 Each refresh is recorded in the model's ``hardneg_train.json`` under ``refreshes``: step, seconds, the
 share of negatives that changed since the previous list and since the first mining, the rows left
-short, and the encoder ``encoder: auto`` chose for the student's folder. That can differ from the run's:
-a folder saved by sentence-transformers 6 is not one the exported (OpenVINO/ONNX) encoders read, so the
-student is encoded by torch (bf16 on such a CPU) where the run may have used OpenVINO, and the first
-refresh then also counts encoder noise (about 1 query in 6 got another negative with MiniLM unchanged
-on a 30-query SciFact slice).
+short, and the encoder ``encoder: auto`` chose for the student's folder. Where that differs from the
+run's encoder (e.g. the run was mined with ``--encoder torch``), the first refresh also counts encoder
+noise: before the exported encoders read sentence-transformers 6 folders, OpenVINO against torch bf16
+gave about 1 query in 6 another negative with MiniLM unchanged, on a 30-query SciFact slice.
 
 Example::
 
