@@ -15,18 +15,12 @@ import pyarrow.parquet as pq
 
 from .collection import Collection
 from .errors import ConfigError
+from .runs.columns import flat as _flat
 from .runs.files import atomic_write, staged_dir
 from .runs.run import Run
 
 ST_FORMATS = ("pair", "triplet", "n-tuple", "labeled-pair", "labeled-list")
 FORMATS = (*ST_FORMATS, "flagembedding", "tevatron")
-
-
-def _flat(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(values, parent row) of a list column."""
-    col = table.column(column).combine_chunks()
-    return (pc.list_flatten(col).to_numpy(zero_copy_only=False),
-            pc.list_parent_indices(col).to_numpy(zero_copy_only=False))
 
 
 def _ragged_cross(count_a: np.ndarray, count_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,12 +18,12 @@ import re
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..collection import Collection
 from ..errors import ConfigError
 from ..progress import SILENT, Reporter
 from ..runs.cache import Cache
+from ..runs.columns import flat as _flat
 from .teachers import Teacher
 
 
@@ -43,12 +43,6 @@ def check_names(members: list[Teacher], extra: list[Teacher]) -> None:
         if t.name in taken:
             raise ConfigError(f"score_with: teacher '{t.name}' is already a mining teacher (its scores are stored)")
         taken.add(t.name)
-
-
-def _flat(table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
-    col = table.column(column).combine_chunks()
-    return (pc.list_flatten(col).to_numpy(zero_copy_only=False),
-            pc.list_parent_indices(col).to_numpy(zero_copy_only=False))
 
 
 def _score_ids(teacher: Teacher, col: Collection, query_ids: np.ndarray, doc_ids: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -19,6 +18,7 @@ from ..collection import Collection
 from ..evaluation.retrieval import Evaluation, evaluate
 from ..mine import mine
 from ..progress import Reporter
+from ..runs.columns import list_matrix
 from ..runs.files import write_json
 from .config import ExperimentConfig, Variant
 
@@ -77,7 +77,7 @@ def st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: P
     table = res.data.table if hasattr(res, "data") else pa.Table.from_pylist(res.to_list())
     table = pa.table({c: table.column(c) for c in table.column_names})
     if scores:
-        s = np.array(table.column("scores").to_pylist(), dtype=np.float64)
+        s = list_matrix(table, "scores")
         label = s[:, :1] - s[:, 1:] if variant.loss == "margin-mse" else s
         table = table.drop_columns(["scores"]).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     pq.write_table(table, path)

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, RunError
 from ..export import st_table
+from ..runs.columns import list_matrix
 from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
@@ -52,13 +53,10 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
     k = min(num_negatives or n, n)
     keep = ["anchor", "positive"] + [f"negative_{i + 1}" for i in range(k)]
     if loss in WITH_LABELS:
-        def matrix(column: str) -> np.ndarray:
-            return np.array(table.column(column).to_pylist(), dtype=np.float64).reshape(table.num_rows, -1)[:, : k + 1]
-
         if teachers:
-            scores = fuse([matrix(f"score_{t}") for t in teachers], teacher_norm) * teacher_scale
+            scores = fuse([list_matrix(table, f"score_{t}")[:, : k + 1] for t in teachers], teacher_norm) * teacher_scale
         else:
-            scores = matrix("score")
+            scores = list_matrix(table, "score")[:, : k + 1]
         label = scores[:, :1] - scores[:, 1:] if loss == "margin-mse" else scores  # kl, mnrl-kl, gist-scores
         return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
     if loss == "mnrl-idmask":  # label = the rows' ids [query, positive, negatives...] (id_masking.id_labels)
