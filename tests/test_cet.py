@@ -226,3 +226,13 @@ def test_the_command_line_switches_cet_on(run, static_model, tmp_path):
     made = manifest_of(tmp_path / "m")
     assert made["loss"]["class"] == "CETLoss" and made["columns"] == ["anchor", "positive", "negative_1",
                                                                       "negative_2", "label"]
+
+
+def test_separable_candidates_give_finite_propensities():
+    """Found by the property test above: when the fit can separate labelled from unlabelled candidates,
+    S * R reaches 1.0 in float64 and the E-step divided 0 by 0, so every propensity became NaN."""
+    t = candidates([[1, 2, 3, 4, 5, 6]], [[True, False, True, True, False, False]],
+                   {"bm25": [[0, 0, 0, 1, 0, 0]], "dense": [[0, 1, 0, 0, 0, 0]]})
+    f = candidate_features(t)
+    s = SelectionModel().fit(f).propensity(f.selection)
+    assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))

@@ -76,6 +76,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..runs.columns import list_matrix
 
 
 @dataclass
@@ -170,7 +171,7 @@ class SelectionModel:
         cs, cr = np.zeros(xs.shape[1]), np.zeros(xr.shape[1])
         for _ in range(self.iterations):
             s, r = _sigmoid(xs @ cs), _sigmoid(xr @ cr)
-            unseen = 1 - s * r
+            unseen = np.maximum(1 - s * r, 1e-12)  # s * r reaches 1 in float64 on separable data: 0 / 0
             target_s = np.where(y == 1, 1.0, s * (1 - r) / unseen)  # E-step: P(selected | unlabelled)
             target_r = np.where(y == 1, 1.0, r * (1 - s) / unseen)  # P(relevant | unlabelled)
             cs = _newton(xs, target_s, cs, self.l2, self.newton_steps, rank_cols)
@@ -222,7 +223,7 @@ def cet_table(run: Any, num_negatives: int | None = None) -> pa.Table:
                      with_scores=True)
     n = int(run.manifest["config"]["num_negatives"])
     k = min(num_negatives or n, n)
-    label = np.array(table.column("score").to_pylist(), dtype=np.float64)[:, 1: k + 1]
+    label = list_matrix(table, "score")[:, 1: k + 1]
     keep = ["anchor", "positive"] + [f"negative_{j + 1}" for j in range(k)]
     return table.select(keep).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
 
