@@ -25,6 +25,7 @@ from hardneg.collection import load
 from hardneg.evaluation.retrieval import evaluate
 from hardneg.experiment.cells import Cells
 from hardneg.experiment.config import ExperimentConfig
+from hardneg.experiment.driver import split_dev
 from hardneg.progress import SILENT
 from hardneg.runs.files import write_json
 
@@ -40,12 +41,9 @@ def main() -> None:
     args = ap.parse_args()
     cfg = ExperimentConfig.from_file(args.config)
     chosen = [next(v for v in cfg.variants if v.name == name) for name in args.variants.split(",")]
-    train_col = load(cfg.dataset, cfg.train_split)
-    if cfg.dev_split:
-        dev = load(cfg.dataset, cfg.dev_split)
-    else:
-        dev = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
-        train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
+    train_col, dev = split_dev(cfg, load(cfg.dataset, cfg.train_split))
+    if dev is None:
+        raise SystemExit(f"{args.config}: no dev split (set dev_split or dev_queries)")
     out = Path(args.out)
     cells = Cells(out, cfg, train_col, dev, None, SILENT)
     print(f"{cfg.name}: seed {args.seed}, dev {len(dev.judged_queries())} queries, "

@@ -58,14 +58,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     if quick:
         train_col = _quick_slice(train_col, 40)
         test_col = _quick_slice(test_col, 30)
-    dev_col = None
-    if cfg.dev_split:
-        dev_col = load(cfg.dataset, cfg.dev_split)
-        if quick:
-            dev_col = _quick_slice(dev_col, 20)
-    elif cfg.dev_queries:
-        dev_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "dev")
-        train_col = train_col.holdout(cfg.dev_queries, cfg.dev_seed, "fit")
+    train_col, dev_col = split_dev(cfg, train_col, quick)
     names = [v.name for v in cfg.variants]
     if len(set(names)) != len(names):
         raise ConfigError("variant names must be distinct")
@@ -99,6 +92,18 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def split_dev(cfg: ExperimentConfig, train: Collection, quick: bool = False) -> tuple[Collection, Collection | None]:
+    """(the queries to train on, the dev queries): the dataset's ``dev_split``, or ``dev_queries`` train
+    queries held out (never mined or trained on), or no dev at all."""
+    if cfg.dev_split:
+        dev = load(cfg.dataset, cfg.dev_split)
+        return train, _quick_slice(dev, 20) if quick else dev
+    if cfg.dev_queries:
+        return (train.holdout(cfg.dev_queries, cfg.dev_seed, "fit"),
+                train.holdout(cfg.dev_queries, cfg.dev_seed, "dev"))
+    return train, None
 
 
 def _quick_slice(col: Collection, queries: int, max_positives: int = 400) -> Collection:
