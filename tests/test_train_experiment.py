@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -220,6 +221,35 @@ def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_pa
     assert row["seeds"] == 2
     bad = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", "x", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "--seeds" in bad.output
+
+
+def test_a_grid_cell_takes_the_dev_choice_model_of_its_budget_only_when_its_settings_match(tmp_path, cache_dir,
+                                                                                          scifact_dir):
+    """benchmarks/dev_choice.py trains seed 0 at the grid's budget into ``steps-N/seed-0/model``; the grid's
+    seed-0 cell then evaluates that model instead of training it again, unless its settings differ."""
+    cfg = tmp_path / "exp.yaml"
+    text = (f"name: reuse\ndataset: {scifact_dir}\nseeds: [0]\nvariants:\n"
+            "  - {name: in-batch, loss: mnrl, mine: {teacher: bm25, filter: none, num_negatives: 1}}\n")
+    cfg.write_text(text)
+    out = tmp_path / "exp"
+    args = ["experiment", "--config", str(cfg), "--quick", "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    cell = out / "variants" / "in-batch" / "seed-0"
+    chosen = cell.parent / "steps-3" / "seed-0"
+    chosen.mkdir(parents=True)
+    os.replace(cell / "model", chosen / "model")
+    shutil.rmtree(cell)
+    made = (chosen / "model" / "hardneg_train.json").read_text()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (cell / "model" / "hardneg_train.json").read_text() == made  # the same model, not trained again
+    assert (cell / "metrics.json").exists()
+    shutil.rmtree(cell)
+    cfg.write_text(text.replace("num_negatives: 1}", "num_negatives: 1}, budget: {learning_rate: 5.0e-5}"))
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    again = json.loads((cell / "model" / "hardneg_train.json").read_text())
+    assert again["config"]["learning_rate"] == 5e-5 and again["fingerprint"] != json.loads(made)["fingerprint"]
 
 
 def test_the_batches_the_trainer_builds_never_repeat_a_query_or_document_id(run, static_model, tmp_path,

@@ -35,6 +35,10 @@ class RunError(HardnegError):
     """A run folder that is missing, incomplete, or belongs to another configuration."""
 
 
+class OtherSettingsError(RunError):
+    """An output folder holds a finished model trained with other settings (and overwrite is off)."""
+
+
 class HardnegWarning(UserWarning):
     """Something the user should know that does not stop the work (empty documents skipped, an ANN
     index that misses neighbours). The CLI prints it as one ``warning:`` line; runs keep it in

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..collection import Collection
+from ..errors import OtherSettingsError
 from ..evaluation.retrieval import Evaluation, evaluate
 from ..mine import mine
 from ..progress import Reporter
 from ..runs.columns import list_matrix
-from ..runs.files import write_json
+from ..runs.files import staged_dir, write_json
 from .config import ExperimentConfig, Variant
 
 
@@ -103,21 +105,40 @@ class Cells:
     def load(self, variant: str, seed: int, prefix: str = "") -> Evaluation | None:
         return load_evaluation(self.folder(variant, seed), prefix)
 
+    def choice_model(self, v: Variant, seed: int) -> Path:
+        """Where ``benchmarks/dev_choice.py`` trains this variant and seed at the grid's budget."""
+        budget = self.cfg.budget.model_dump() | v.budget
+        tag = f"steps-{budget['max_steps']}{'-bf16' if budget.get('bf16') else ''}"
+        return self.out / "variants" / v.name / tag / f"seed-{seed}" / "model"
+
     def train_cell(self, v: Variant, seed: int, cell: Path | None = None) -> float:
         """Mine (once per variant) and train one cell's model into ``<cell>/model`` (default cell: the
         variant's seed folder); returns the seconds its mining took (teacher compute included, as
-        measured when the run or ST table was mined)."""
+        measured when the run or ST table was mined). A finished model with the same settings already
+        there is kept; for a grid cell, so is the dev-choice model of the same variant, seed and budget
+        (the trainer's settings key decides: a model made with other settings is trained again)."""
+        from ..training.trainer import MANIFEST
+
+        model_dir = (cell or self.folder(v.name, seed)) / "model"
+        chosen = self.choice_model(v, seed)
+        if cell is None and not (model_dir / MANIFEST).exists() and (chosen / MANIFEST).exists():
+            with staged_dir(model_dir, overwrite=True) as tmp:
+                shutil.copytree(chosen, tmp, dirs_exist_ok=True)
+        try:
+            return self._train(v, seed, model_dir, overwrite=False)
+        except OtherSettingsError:
+            return self._train(v, seed, model_dir, overwrite=True)
+
+    def _train(self, v: Variant, seed: int, model_dir: Path, overwrite: bool) -> float:
         from ..training import TrainConfig, train, train_on_table
 
         cfg, vdir = self.cfg, self.out / "variants" / v.name
-        cell = cell or self.folder(v.name, seed)
-        model_dir = cell / "model"
         tcfg = dict(model=cfg.base_model, loss=v.loss, seed=seed, **(cfg.budget.model_dump() | v.budget | v.train))
         if v.kind == "hardneg":
             if v.name not in self.runs:
                 options = {"cache_dir": cfg.cache_dir, **v.mine}
                 self.runs[v.name] = mine(self.train, out=str(vdir / "run"), reporter=self.reporter, **options)
-            train(self.runs[v.name], model_dir, overwrite=True, progress=self.reporter.enabled, **tcfg)
+            train(self.runs[v.name], model_dir, overwrite=overwrite, progress=self.reporter.enabled, **tcfg)
             return float(sum(self.runs[v.name].manifest.get("timings", {}).values()))
         key = hashlib.sha256(json.dumps(v.st | {"loss": v.loss} if v.loss in ("margin-mse", "kl") else v.st,
                                         sort_keys=True).encode()).hexdigest()[:16]
@@ -125,7 +146,7 @@ class Cells:
         table = st_table(self.train, v, cfg, table_path)
         tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
         train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
-                       overwrite=True, progress=self.reporter.enabled)
+                       overwrite=overwrite, progress=self.reporter.enabled)
         meta = table_path.with_suffix(".json")
         return float(json.loads(meta.read_text())["mine_seconds"]) if meta.exists() else 0.0
 

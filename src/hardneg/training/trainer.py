@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError, RunError
+from ..errors import ConfigError, OtherSettingsError
 from ..export import st_table
 from ..runs.columns import list_matrix
 from ..runs.files import staged_dir, write_json
@@ -22,6 +22,7 @@ from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
 from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
 from .soft_labels import fuse, parse_teachers
+
 
 MANIFEST = "hardneg_train.json"
 
@@ -158,7 +159,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     if done.exists() and not overwrite:
         if json.loads(done.read_text()).get("fingerprint") == key:
             return out
-        raise RunError(f"{out}: a model trained with other settings is there (use --overwrite)")
+        raise OtherSettingsError(f"{out}: a model trained with other settings is there (use --overwrite)")
 
     t0 = time.perf_counter()
     table = make_table()
