@@ -61,7 +61,9 @@ class ExperimentConfig(BaseModel):
     test_split: str = "test"
     base_model: str | None = None
     seeds: list[int] = Field(default_factory=lambda: [0])
-    baseline: str | None = None
+    baseline: str | list[str] | None = Field(None, description="the variant(s) to beat; with several, every "
+                                            "variant is compared with the one of best mean test nDCG@10 (the "
+                                            "harder comparison)")
     budget: Budget = Field(default_factory=Budget)
     variants: list[Variant] = Field(default_factory=list)
     grid: dict[str, list[Any]] | None = Field(None, description="mine options -> values: one hardneg variant per "
@@ -71,7 +73,8 @@ class ExperimentConfig(BaseModel):
     dev_seed: int = 0
     dev_split: str | None = Field(None, description="a real dev split of the dataset (e.g. NFCorpus 'dev') instead "
                                   "of held-out train queries")
-    best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the baseline")
+    best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the "
+                                         "baseline(s)")
     cache_dir: str | None = None
     permutations: int = Field(10000, description="resamples of the paired randomisation test and of the paired "
                                                 "bootstrap confidence interval")
@@ -97,6 +100,13 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"duplicate variant names: {sorted({n for n in names if names.count(n) > 1})}")
         return self
 
+    @property
+    def baselines(self) -> list[str]:
+        """The baseline variant names (none, one or several)."""
+        if self.baseline is None:
+            return []
+        return [self.baseline] if isinstance(self.baseline, str) else list(self.baseline)
+
     def with_seeds(self, seeds: list[int]) -> ExperimentConfig:
         """The same grid run with only these seeds for every variant (no dev-chosen extra seeds): a grid split
         over processes or machines, one seed each, merges by rerunning the full config on the joined folders."""
@@ -110,7 +120,7 @@ class ExperimentConfig(BaseModel):
         unknown = set(only) - {v.name for v in self.variants}
         if unknown:
             raise ConfigError(f"unknown variant(s): {', '.join(sorted(unknown))}")
-        keep = set(only) | ({self.baseline} if self.baseline else set())
+        keep = set(only) | set(self.baselines)
         return self.model_copy(update={"variants": [v for v in self.variants if v.name in keep]})
 
     @classmethod

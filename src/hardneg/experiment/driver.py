@@ -62,8 +62,9 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     names = [v.name for v in cfg.variants]
     if len(set(names)) != len(names):
         raise ConfigError("variant names must be distinct")
-    if cfg.baseline is not None and cfg.baseline not in names:
-        raise ConfigError(f"baseline '{cfg.baseline}' is not a variant ({', '.join(names)})")
+    for name in cfg.baselines:
+        if name not in names:
+            raise ConfigError(f"baseline '{name}' is not a variant ({', '.join(names)})")
     if cfg.best_seeds and dev_col is None:
         raise ConfigError("best_seeds needs dev_queries > 0 or a dev_split: the best variant is chosen on dev, never on test")
 
@@ -78,7 +79,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     if cfg.best_seeds:
         best = _best_on_dev(cells, [v for v in cfg.variants if v.kind == "hardneg"], plan)
         for v in cfg.variants:
-            if v.name in {best, cfg.baseline}:
+            if v.name == best or v.name in cfg.baselines:
                 for seed in cfg.best_seeds:
                     if seed not in plan[v.name]:
                         plan[v.name].append(seed)

@@ -47,8 +47,10 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
     chosen on it. The dict is what ``results.json`` holds."""
     base_pq = _per_query_mean([base])
     rows = []
-    baseline_pq = _per_query_mean(cells[cfg.baseline]) if cfg.baseline else None
-    baseline_mean = float(np.mean([e.metrics[PRIMARY] for e in cells[cfg.baseline]])) if cfg.baseline else None
+    means = {name: float(np.mean([e.metrics[PRIMARY] for e in cells[name]])) for name in cfg.baselines}
+    baseline = max(means, key=lambda name: means[name]) if means else None  # the better baseline on test
+    baseline_pq = _per_query_mean(cells[baseline]) if baseline else None
+    baseline_mean = means[baseline] if baseline else None
     for name, evals in cells.items():
         row: dict[str, Any] = {"variant": name, "seeds": len(evals)}
         for m in DEFAULT_MEASURES:
@@ -74,7 +76,7 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
             row["train_steps"] = steps
         rows.append(row)
     out = {"name": cfg.name, "dataset": cfg.dataset, "test_split": cfg.test_split, "queries": base.queries,
-           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": cfg.baseline, "variants": rows,
+           "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": baseline, "baselines": cfg.baselines, "variants": rows,
            "equal_steps": len({s for r in rows for s in r.get("train_steps", [])}) <= 1,
            "comparison": {"measure": PRIMARY, "resamples": cfg.permutations, "confidence": CONFIDENCE}}
     if dev is not None:
@@ -102,7 +104,10 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
     conf = results.get("comparison", {}).get("confidence", CONFIDENCE)
     base = results["base"]
     scores = ", ".join(f"{label(m)} {base[m]:.4f}" for m in DEFAULT_MEASURES)
-    summary = [f"Base model: {scores}. Budget: {results['budget']}." + (f" Baseline: {baseline}." if baseline else "")]
+    others = [b for b in results.get("baselines", []) if b != baseline]
+    better = f" (the better on test of {', '.join([baseline, *others])})" if others else ""
+    summary = [f"Base model: {scores}. Budget: {results['budget']}." +
+               (f" Baseline: {baseline}{better}." if baseline else "")]
     if dev:
         where = (f"the '{dev['split']}' split" if dev.get("split") else
                  f"train queries held out (seed {dev['seed']}), never trained on")
