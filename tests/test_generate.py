@@ -17,7 +17,7 @@ import pytest
 from fake_llm import FakeLLM, default_query, last_document
 
 from hardneg.collection import load_beir
-from hardneg.errors import HardnegError
+from hardneg.errors import HardnegError, HardnegWarning
 from hardneg.generation import GenerationError, generate_queries
 from hardneg.generation.client import PROBE
 
@@ -117,9 +117,10 @@ def test_bad_output_is_retried_then_dropped_and_counted(server, slice_dir, tmp_p
     dropped with its reason and counted, never kept; past the error share the run stops loudly."""
     fake = server()
     fake.plan = ["ok", "empty", "copy", "format", "format", "copy", "empty"]  # the probe, then 3 slots x 2 attempts
-    res = generate_queries(corpus=str(slice_dir), llm=fake.url, per_doc=1, sample_docs=3, attempts=2, concurrency=1,
-                           roundtrip_teacher="none", llm_max_error_rate=1.0, cache_dir=str(tmp_path / "cache"),
-                           out=str(tmp_path / "gen"))
+    with pytest.warns(HardnegWarning, match="no generated query was kept"):
+        res = generate_queries(corpus=str(slice_dir), llm=fake.url, per_doc=1, sample_docs=3, attempts=2,
+                               concurrency=1, roundtrip_teacher="none", llm_max_error_rate=1.0,
+                               cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "gen"))
     prov = res.provenance.to_pylist()
     assert [r["reason"] for r in prov] == ["copy", "format", "empty"]
     assert not any(r["kept"] for r in prov) and all(r["attempts"] == 2 for r in prov)

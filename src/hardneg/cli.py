@@ -361,8 +361,9 @@ def generate_queries(
     quiet: QuietOpt = False,
     **options: Any,
 ) -> None:
-    """Write N queries per document with an LLM, keep those that find their document (round trip), as a
-    BEIR folder that `hardneg mine --dataset` reads."""
+    """Write LLM queries for a corpus: a BEIR folder that `hardneg mine --dataset` reads.
+
+    N per document, few-shot; bad output retried, then dropped; kept if a teacher ranks its document in its top k."""
     from .generation import generate_queries as generate_fn
     from .progress import Reporter
 

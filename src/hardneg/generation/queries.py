@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from ..collection import Collection
 from ..collection.builder import Builder, add_corpus
 from ..collection.readers import read_jsonl
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, HardnegWarning
 from ..progress import SILENT, Reporter
 from ..runs.files import sha256_file, staged_dir, write_json, write_text
 from ..runs.fingerprint import env_cache_dir, settings_key
@@ -201,6 +202,9 @@ def generate_queries(config: QueryGenConfig | None = None, *, reporter: Reporter
         "timings": {"check": round(t1 - t0, 3), "generate": round(t2 - t1, 3), "filter": round(t3 - t2, 3)},
         "versions": versions(),
     }
+    if not qids:
+        warnings.warn(f"{out}: no generated query was kept ({', '.join(f'{k} {v}' for k, v in dropped.items())}); "
+                      "the folder has no queries to mine", HardnegWarning, stacklevel=2)
     with staged_dir(out, overwrite=True) as tmp:
         shutil.copyfile(source, tmp / "corpus.jsonl")
         write_text(tmp / "queries.jsonl", "".join(json.dumps({"_id": q, "text": g.text[first[q]]}, ensure_ascii=False)
