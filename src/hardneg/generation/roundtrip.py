@@ -9,6 +9,12 @@ trained; ``dense[:MODEL]``, ``hybrid`` ...). A rank is 1 + the number of other d
 (ties count against the query: a query that matches no word of any document ties everywhere and is
 dropped); 0 means the source is not in the top ``k``.
 
+The default depth of ``hardneg generate queries`` is ``k = 3`` with ``bm25`` over the whole corpus: strict
+enough to drop queries that copy the prompt's examples or drift off the document, loose enough for the
+short questions a small model writes about long abstracts (on 20 SciFact abstracts, 26 of the packaged
+Gemma-3-270m's 40 queries passed). With a strong generator or a dense teacher, ``k = 1`` is the strictest
+choice.
+
 Example::
 
     rank, score = roundtrip_ranks(corpus, ["what starts the great fire"], np.array([3]), "bm25", k=3,
