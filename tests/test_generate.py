@@ -270,3 +270,17 @@ def test_chat_only_endpoint_concurrency_and_credentials(server, slice_dir, tmp_p
     assert all("messages" in b for b in fake.texts[-8:]) and peak[0] >= 2
     for f in ("manifest.json", "generation.parquet"):
         assert b"secret" not in (out / f).read_bytes()
+
+
+def test_near_identical_queries_are_merged(server, slice_dir, tmp_path):
+    """One query written twice for a document (up to case and punctuation) is kept once; written for
+    several documents it becomes one query with each of them as a positive."""
+    fake = server(write=lambda prompt, seed: " What about cells?" if seed % 2 else " what about  CELLS")
+    res = generate_queries(corpus=str(slice_dir), llm=fake.url, per_doc=3, sample_docs=3, roundtrip_teacher="none",
+                           cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "gen"))
+    prov = res.provenance.to_pylist()
+    assert [r["reason"] for r in prov] == ["", "duplicate", "duplicate"] * 3
+    assert {r["query_id"] for r in prov if r["kept"]} == {prov[0]["slot_id"]}
+    col = load_beir(tmp_path / "gen", "train")
+    assert col.query_ids.tolist() == [prov[0]["slot_id"]] and len(col.qrels) == 3
+    assert res.manifest["counts"] == {"asked": 9, "kept": 3, "queries": 1, "qrels": 3, "dropped": {"duplicate": 6}}
