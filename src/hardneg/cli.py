@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .cli_options import field_help, options_from
 from .config import MineConfig
+from .generation.config import QueryGenConfig
 from .training.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -345,6 +346,40 @@ def report(
 
     path = _call(report_fn, exp_dir=exp_dir, out=out_path)
     out.print(f"wrote {path}")
+
+
+# `hardneg generate KIND`: one command per kind of generated data, each over its config model.
+generate_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                           help="Write training data with an LLM for a corpus without labels.")
+app.add_typer(generate_app, name="generate")
+
+
+@generate_app.command("queries")
+@options_from(QueryGenConfig, panel="Generation options (QueryGenConfig fields)")
+def generate_queries(
+    overwrite: Annotated[bool, Opt(help="replace queries generated with other settings at --out")] = False,
+    quiet: QuietOpt = False,
+    **options: Any,
+) -> None:
+    """Write LLM queries for a corpus: a BEIR folder that `hardneg mine --dataset` reads.
+
+    N per document, few-shot; bad output retried, then dropped; kept if a teacher ranks its document in its top k."""
+    from .generation import generate_queries as generate_fn
+    from .progress import Reporter
+
+    res = _call(generate_fn, reporter=Reporter(not quiet), overwrite=overwrite, **_given(options))
+    m = res.manifest
+    t = Table(title=escape(f"generated queries {res.path}"), show_header=False)
+    t.add_row("documents", f"{m['corpus']['written_for']} of {m['corpus']['docs']}")
+    t.add_row("asked", str(m["counts"]["asked"]))
+    t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries']} queries, {m['counts']['qrels']} qrels)")
+    for reason, n in m["counts"]["dropped"].items():
+        t.add_row(f"  dropped: {reason}", str(n))
+    g = m["generation"]
+    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
+              f"{g['completion_tokens']} tokens generated")
+    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
+    out.print(t)
 
 
 def main() -> None:  # pragma: no cover
