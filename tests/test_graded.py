@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from hypothesis import given, settings
@@ -180,18 +181,25 @@ def expected_lists(run, positives: int, negatives: int) -> list[tuple[list[str],
 def test_the_table_gives_each_query_its_grades_in_order(cranfield_run):
     """One row per query: its positives spread over its grade levels, highest grade first, with their
     qrels grades; then its mined negatives (grade 0); padding (-1) where a query has fewer."""
-    for positives, negatives in ((3, 2), (9, 3)):
-        table = graded_table(cranfield_run, negatives, positives)
+    neg = cranfield_run.negatives
+    lists = neg.column("negative_ids").to_pylist()
+    lists[0], lists[5] = lists[0][:1], []  # two queries left short of negatives (shortfall)
+    short = hardneg.Run(neg.set_column(neg.schema.get_field_index("negative_ids"), "negative_ids",
+                                       pa.array(lists, pa.list_(pa.string()))),
+                        cranfield_run.candidates, cranfield_run.manifest, collection=cranfield_run.collection())
+    for run, positives, negatives in ((cranfield_run, 3, 2), (short, 9, 3)):
+        table = graded_table(run, negatives, positives)
         assert table.column_names == ["anchor", *[f"doc_{j + 1}" for j in range(positives + negatives)], "label"]
         labels = np.array(table.column("label").to_pylist())
-        want = expected_lists(cranfield_run, positives, negatives)
+        want = expected_lists(run, positives, negatives)
         assert table.num_rows == len(want) == 16
         for r, (texts, grades) in enumerate(want):
             assert [table.column(f"doc_{j + 1}")[r].as_py() for j in range(positives + negatives)] == texts
             assert labels[r].tolist() == grades
         real = labels[:, :positives]
         assert np.all(np.diff(real, axis=1) <= 0)  # grades in order, padding (-1) last
-    assert (labels == -1).any() and len({tuple(row[:3]) for row in labels}) > 3  # padding and mixed levels occur
+    assert (labels[:, :9] == -1).any() and (labels[:, 9:] == -1).sum() == 2 + 3  # padded positives and negatives
+    assert len({tuple(row[:3]) for row in labels}) > 3  # lists of mixed grade levels
     with pytest.raises(ConfigError, match="graded_positives"):
         hardneg.training.training_table(cranfield_run, "mnrl-hn", graded_positives=2)
 
