@@ -22,7 +22,7 @@ from hardneg.errors import ConfigError
 from hardneg.training import TrainConfig
 from hardneg.training.graded_softmax import GradedSoftmaxLoss
 from hardneg.training.graded_table import graded_table
-from hardneg.training.graded_wasserstein import GradedWassersteinLoss, wasserstein_1d
+from hardneg.training.graded_wasserstein import GradedWassersteinLoss, gaussian_w2, wasserstein_1d
 
 runner = CliRunner()
 T = torch.float64
@@ -141,6 +141,35 @@ def test_the_loss_is_zero_when_the_model_gives_the_label_distribution():
     assert float(loss.row_loss(grades.flip(1) / 0.5, grades, mask).min()) > 0.5
 
 
+def frechet(p: np.ndarray, t: np.ndarray) -> float:
+    """The 2-Wasserstein distance between Gaussians fitted to the rows, from its textbook formula
+    (the trace of the root of S_p S_t as the sum of the roots of its eigenvalues, real and >= 0)."""
+    sp, st_ = np.cov(p, rowvar=False), np.cov(t, rowvar=False)
+    root_trace = np.sqrt(np.linalg.eigvals(sp @ st_).real.clip(0)).sum()
+    return float(((p.mean(0) - t.mean(0)) ** 2).sum() + np.trace(sp) + np.trace(st_) - 2 * root_trace)
+
+
+def test_the_gaussian_form_is_the_sycl_codes_frechet_distance_and_blind_to_whose_list_is_whose():
+    """form='gaussian' on the tiny batch (in-batch lists, coordinates [row 0's d1..d3, row 1's d1, d2];
+    row 1's padding is 0 in both) is the Frechet distance of the textbook formula; on random rows too.
+    Swapping two queries' predictions costs the Gaussian form nothing and the per-query form a lot."""
+    emb, labels = tiny_batch()
+    p = np.stack([softmax([5, 4, 0, 3, 5]), softmax([0, 3, 5, 4, 0])])
+    t = np.array([[2 / 3, 1 / 3, 0, 0, 0], [0, 0, 0, 1, 0]])
+    got = GradedWassersteinLoss(None, scale=5.0, form="gaussian").compute_loss_from_embeddings(emb, labels)
+    assert float(got) == pytest.approx(frechet(p, t), rel=1e-7)
+    g = torch.Generator().manual_seed(3)
+    p, t = torch.softmax(torch.randn(6, 9, generator=g, dtype=T), 1), torch.softmax(torch.randn(6, 9, generator=g, dtype=T), 1)
+    assert float(gaussian_w2(p, t)) == pytest.approx(frechet(p.numpy(), t.numpy()), rel=1e-7)
+    grades = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 2.0]], dtype=T)
+    t = grades / grades.sum(1, keepdim=True)
+    swapped = t.flip(0)
+    assert abs(float(gaussian_w2(swapped, t))) < 1e-12
+    assert float(wasserstein_1d(swapped, t, grades).mean()) > 1.0
+    with pytest.raises(ConfigError, match="form"):
+        GradedWassersteinLoss(None, form="sinkhorn")
+
+
 @pytest.fixture(scope="module")
 def cranfield_run(cranfield_dir, cache_dir, tmp_path_factory):
     """16 Cranfield queries (grades 1-4), their judged documents and 100 others, mined with BM25."""
@@ -228,14 +257,18 @@ def test_the_command_line_and_the_defaults(cranfield_run, static_model, tmp_path
     res = runner.invoke(app, ["train", "--run", str(cranfield_run.path), "--out", str(tmp_path / "m"),
                               "--model", static_model, "--loss", "graded-wasserstein", "--graded-positives", "2",
                               "--num-negatives", "1", "--grade-temperature", "1", "--no-graded-in-batch",
+                              "--wasserstein-form", "gaussian",
                               "--student-temperature", "0.1", "--batch-size", "4", "--max-steps", "1",
                               "--warmup-ratio", "0", "--quiet"])
     assert res.exit_code == 0, res.output
     made = manifest_of(tmp_path / "m")
     assert made["loss"] == {"class": "GradedWassersteinLoss", "scale": 10.0, "in_batch": False,
-                            "grade_temperature": 1.0}
+                            "grade_temperature": 1.0, "form": "gaussian"}
     assert made["columns"] == ["anchor", "doc_1", "doc_2", "doc_3", "label"]
     with pytest.raises(ConfigError, match="graded_in_batch"):
         hardneg.train(cranfield_run, tmp_path / "x", model=static_model, loss="mnrl-hn", graded_in_batch=False)
+    with pytest.raises(ConfigError, match="wasserstein_form"):
+        hardneg.train(cranfield_run, tmp_path / "y", model=static_model, loss="graded-softmax",
+                      wasserstein_form="gaussian")
     plain = TrainConfig(run="r", out="o").fingerprint_settings()
-    assert not {"graded_positives", "grade_temperature", "graded_in_batch"} & set(plain)
+    assert not {"graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form"} & set(plain)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .graded_lists import GradedListLoss, grade_target
 
 
@@ -22,6 +25,24 @@ def wasserstein_1d(p: Tensor, t: Tensor, grades: Tensor) -> Tensor:
     gap = g[:, :-1] - g[:, 1:]
     cdf_gap = torch.cumsum(torch.gather(p, 1, order) - torch.gather(t, 1, order), dim=1)[:, :-1]
     return (gap * cdf_gap.abs()).sum(dim=1)
+
+
+def gaussian_w2(p: Tensor, t: Tensor) -> Tensor:
+    """The SyCL code's form: the squared 2-Wasserstein (Frechet) distance between two Gaussians, one
+    fitted to the rows of ``p`` and one to the rows of ``t`` (b samples of m-dimensional vectors):
+    ``|mean_p - mean_t|^2 + Tr(S_p) + Tr(S_t) - 2 Tr((S_p S_t)^(1/2))``, covariances with ``1 / (b - 1)``.
+    With ``C`` the centred rows over ``sqrt(b - 1)``, ``S = C^T C`` and ``Tr((S_p S_t)^(1/2))`` is the
+    nuclear norm of ``C_p C_t^T`` (b x b; its singular values, whose gradient is stable). A scalar."""
+    x, y = p.double(), t.double()
+    b = x.size(0)
+    cx = (x - x.mean(dim=0)) / max(b - 1, 1) ** 0.5
+    cy = (y - y.mean(dim=0)) / max(b - 1, 1) ** 0.5
+    mean_term = ((x.mean(dim=0) - y.mean(dim=0)) ** 2).sum()
+    w2 = mean_term + (cx**2).sum() + (cy**2).sum() - 2 * torch.linalg.svdvals(cx @ cy.T).sum()
+    return w2.to(p.dtype)
+
+
+FORMS = ("list", "gaussian")
 
 
 class GradedWassersteinLoss(GradedListLoss):
@@ -49,10 +70,12 @@ class GradedWassersteinLoss(GradedListLoss):
 
     * The reference computes the closed-form 2-Wasserstein (Frechet) distance between two Gaussians
       fitted over the batch, one to the queries' predicted distributions and one to their target
-      distributions (means and covariances across the batch's queries), so a query's loss depends on
-      the other queries. Here each query's predicted and target distributions are compared exactly,
-      with the 1-D W1 along the grade axis, and averaged over queries: the distance between two
-      distributions over a ranked list, not a moment match, and no eigenvalue problem in the graph.
+      distributions (means and covariances across the batch's queries): it compares the two *sets*
+      of distributions, not each query's pair, so giving query 1 query 2's prediction and query 2
+      query 1's costs nothing. Here (``form="list"``, the default) each query's predicted and
+      target distributions are compared exactly, with the 1-D W1 along the grade axis, and averaged
+      over queries. ``form="gaussian"`` is the reference's distance (:func:`gaussian_w2`), for
+      comparison; with ``grade_temperature`` 1 and ``in_batch`` it takes the reference's inputs too.
     * The reference's target is ``softmax(grade)`` (temperature 1) over the whole in-batch list, so
       most of it lies on grade-0 passages when the list is long; the default here normalises the
       grades (negatives 0), which keeps the target the same whatever the list length. Set
@@ -65,6 +88,7 @@ class GradedWassersteinLoss(GradedListLoss):
         scale: inverse temperature of the cosine logits (MNRL's 20; ``1 / student_temperature``).
         in_batch: the other rows' documents join each row's list as grade-0 items.
         grade_temperature: None: normalised grades; T: ``softmax(grade / T)``.
+        form: ``list`` (each query's W1 along the grade axis) or ``gaussian`` (the reference code's).
 
     Inputs:
         +-----------------------------+------------------------------------------------------------+
@@ -82,11 +106,30 @@ class GradedWassersteinLoss(GradedListLoss):
 
     name = "graded-wasserstein"
 
+    def __init__(self, model: Any, scale: float = 20.0, in_batch: bool = True, grade_temperature: float | None = None,
+                 form: str = "list"):
+        super().__init__(model, scale, in_batch, grade_temperature)
+        if form not in FORMS:
+            raise ConfigError(f"unknown Wasserstein form '{form}' (use {', '.join(FORMS)})")
+        self.form = form
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
+        """The mean over rows of each row's W1 (``list``), or the batch's Gaussian W2 (``gaussian``)."""
+        logits, grades, mask = self.scored_lists(embeddings, labels)
+        if self.form == "list":
+            return self.row_loss(logits, grades, mask).mean()
+        p = torch.softmax(torch.where(mask, logits, torch.full_like(logits, float("-inf"))), dim=1)
+        return gaussian_w2(p, grade_target(grades, mask, self.grade_temperature))
+
     def row_loss(self, logits: Tensor, grades: Tensor, mask: Tensor) -> Tensor:
         """Each row's W1 between the model's distribution and the label distribution (b,)."""
         target = grade_target(grades, mask, self.grade_temperature)
         p = torch.softmax(torch.where(mask, logits, torch.full_like(logits, float("-inf"))), dim=1)
         return wasserstein_1d(p, target, grades)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        """The settings recorded in the training manifest."""
+        return {**super().get_config_dict(), "form": self.form}
 
     @property
     def citation(self) -> str:

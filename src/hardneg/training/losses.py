@@ -14,7 +14,7 @@
 | ``cet`` | CETLoss: MNRL, each mined negative weighted by its pooling propensity (CET) | + label |
 | ``adore`` | AdoreLoss: each step's negatives retrieved from a fixed index by the student's queries | anchor, label |
 | ``mnrl-idmask`` | IdMaskedMNRLLoss: mnrl-hn where no query's own positives (by id, qrels) are its negatives | + label (ids) |
-| ``graded-wasserstein`` | GradedWassersteinLoss (SyCL): 1-D Wasserstein between the model's softmax over a graded list and the grades' | anchor, doc_1..n, label (grades) |
+| ``graded-wasserstein`` | GradedWassersteinLoss (SyCL): 1-D Wasserstein between the model's softmax over a graded list and the grades' (``wasserstein_form``) | anchor, doc_1..n, label (grades) |
 | ``graded-softmax`` | GradedSoftmaxLoss: list-wise softmax cross-entropy to the grades' distribution (ListNet) | as graded-wasserstein |
 
 Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
@@ -44,7 +44,8 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
                mochi: dict[str, Any] | None = None, graded: dict[str, Any] | None = None) -> Any:
     """A sentence-transformers loss object for ``name`` (see the table above); ``mochi`` holds
     :class:`~.mochi.MoCHiLoss`'s keyword arguments, ``seed`` seeds its draws; ``graded`` the graded
-    losses' (``in_batch``, ``grade_temperature``; their scale is ``1 / student_temperature``)."""
+    losses' (``in_batch``, ``grade_temperature``, graded-wasserstein's ``form``; their scale is
+    ``1 / student_temperature``)."""
     from sentence_transformers.sentence_transformer import losses
 
     hard: dict[str, Any] = {"hardness_mode": "hard_negatives", "hardness_strength": hardness_strength} if hardness_strength else {}

@@ -133,10 +133,12 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
 
 def _check_graded(cfg: TrainConfig) -> None:
     """The graded losses' options belong to them only."""
-    given = [name for name in ("graded_positives", "grade_temperature", "graded_in_batch")
+    given = [name for name in ("graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form")
              if getattr(cfg, name) != TrainConfig.model_fields[name].default]
     if given and cfg.loss not in GRADED:
         raise ConfigError(f"{given[0]}: only for the graded losses ({', '.join(GRADED)}), not '{cfg.loss}'")
+    if cfg.wasserstein_form != "list" and cfg.loss != "graded-wasserstein":
+        raise ConfigError(f"wasserstein_form: only for loss 'graded-wasserstein', not '{cfg.loss}'")
 
 
 def _check_run_methods(cfg: TrainConfig, run: Run | None) -> None:
@@ -199,7 +201,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
                           cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
                           seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
                                                 "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max},
-                          graded={"in_batch": cfg.graded_in_batch, "grade_temperature": cfg.grade_temperature})
+                          graded={"in_batch": cfg.graded_in_batch, "grade_temperature": cfg.grade_temperature,
+                                  **({"form": cfg.wasserstein_form} if cfg.loss == "graded-wasserstein" else {})})
     train_loss = loss
     if cfg.loss == "mnrl-idmask":  # every (query, positive) of the table: the qrels' positives of its queries
         if "label" not in table.column_names:
