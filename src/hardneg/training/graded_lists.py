@@ -18,6 +18,11 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 
 
+def in_list(logits: Tensor, mask: Tensor) -> Tensor:
+    """The logits with every item outside its row's list at -inf (no mass under a softmax)."""
+    return torch.where(mask, logits, torch.full_like(logits, float("-inf")))
+
+
 def grade_target(grades: Tensor, mask: Tensor, temperature: float | None = None) -> Tensor:
     """The label distribution over each row's list.
 
@@ -37,7 +42,7 @@ def grade_target(grades: Tensor, mask: Tensor, temperature: float | None = None)
         if bool((total <= 0).any()):
             raise ValueError("a graded list has no positive grade (the normalised target needs one)")
         return g / total
-    return torch.softmax(torch.where(mask, g / temperature, torch.full_like(g, float("-inf"))), dim=1)
+    return torch.softmax(in_list(g / temperature, mask), dim=1)
 
 
 class GradedListLoss(nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .graded_lists import GradedListLoss, grade_target
+from .graded_lists import GradedListLoss, grade_target, in_list
 
 
 class GradedSoftmaxLoss(GradedListLoss):
@@ -58,7 +58,7 @@ class GradedSoftmaxLoss(GradedListLoss):
     def row_loss(self, logits: Tensor, grades: Tensor, mask: Tensor) -> Tensor:
         """Each row's cross-entropy (b,)."""
         target = grade_target(grades, mask, self.grade_temperature)
-        log_p = torch.log_softmax(torch.where(mask, logits, torch.full_like(logits, float("-inf"))), dim=1)
+        log_p = torch.log_softmax(in_list(logits, mask), dim=1)
         return -(target * torch.where(mask, log_p, torch.zeros_like(log_p))).sum(dim=1)
 
     @property

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
-from .graded_lists import GradedListLoss, grade_target
+from .graded_lists import GradedListLoss, grade_target, in_list
 
 
 def wasserstein_1d(p: Tensor, t: Tensor, grades: Tensor) -> Tensor:
@@ -47,7 +47,7 @@ FORMS = ("list", "gaussian")
 
 class GradedWassersteinLoss(GradedListLoss):
     """The Wasserstein distance between the model's softmax over a query's graded list and the
-    distribution the grades give it: the loss is 0 when the model puts on each grade the mass the
+    distribution the grades give it: the loss (default ``form="list"``) is 0 when the model puts on each grade the mass the
     labels put there, and grows by ``mass x grade drop`` as mass moves to lower grades.
 
     ``loss = mean over queries of  W1(p, t)``, ``p = softmax(scale * cos(q, d_j))`` over the list,
@@ -118,13 +118,13 @@ class GradedWassersteinLoss(GradedListLoss):
         logits, grades, mask = self.scored_lists(embeddings, labels)
         if self.form == "list":
             return self.row_loss(logits, grades, mask).mean()
-        p = torch.softmax(torch.where(mask, logits, torch.full_like(logits, float("-inf"))), dim=1)
+        p = torch.softmax(in_list(logits, mask), dim=1)
         return gaussian_w2(p, grade_target(grades, mask, self.grade_temperature))
 
     def row_loss(self, logits: Tensor, grades: Tensor, mask: Tensor) -> Tensor:
         """Each row's W1 between the model's distribution and the label distribution (b,)."""
         target = grade_target(grades, mask, self.grade_temperature)
-        p = torch.softmax(torch.where(mask, logits, torch.full_like(logits, float("-inf"))), dim=1)
+        p = torch.softmax(in_list(logits, mask), dim=1)
         return wasserstein_1d(p, target, grades)
 
     def get_config_dict(self) -> dict[str, Any]:
