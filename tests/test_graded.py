@@ -247,6 +247,7 @@ def test_three_real_steps_on_graded_qrels_change_the_model(cranfield_run, static
         out = hardneg.train(cranfield_run, tmp_path / loss, loss=loss, graded_positives=3, **tiny)
         made = manifest_of(out)
         assert made["steps"] == 3 and made["loss"]["class"] == cls and made["loss"]["scale"] == 20.0
+        assert 0 < made["train_loss"] < float("inf")
         assert made["columns"] == ["anchor", "doc_1", "doc_2", "doc_3", "doc_4", "doc_5", "doc_6", "label"]
         after = load_file(str(out / "model.safetensors"))
         assert max(float(np.abs(before[k] - after[k]).max()) for k in before) > 1e-6
@@ -264,7 +265,7 @@ def test_the_command_line_and_the_defaults(cranfield_run, static_model, tmp_path
     made = manifest_of(tmp_path / "m")
     assert made["loss"] == {"class": "GradedWassersteinLoss", "scale": 10.0, "in_batch": False,
                             "grade_temperature": 1.0, "form": "gaussian"}
-    assert made["columns"] == ["anchor", "doc_1", "doc_2", "doc_3", "label"]
+    assert made["columns"] == ["anchor", "doc_1", "doc_2", "doc_3", "label"] and made["train_loss"] >= 0
     with pytest.raises(ConfigError, match="graded_in_batch"):
         hardneg.train(cranfield_run, tmp_path / "x", model=static_model, loss="mnrl-hn", graded_in_batch=False)
     with pytest.raises(ConfigError, match="wasserstein_form"):
