@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 LOSSES = ("mnrl", "mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
-          "adore", "mnrl-idmask")
+          "adore", "mnrl-idmask", "graded-wasserstein", "graded-softmax")
 
 
 class TrainConfig(BaseModel):
@@ -37,9 +37,9 @@ class TrainConfig(BaseModel):
     teacher_norm: str = Field("zscore", description="per-row normalisation of --teacher-scores before fusing: "
                               "zscore | none")
     teacher_temperature: float = Field(1.0, gt=0, description="kl: softmax temperature of the teacher's scores")
-    student_temperature: float | None = Field(None, gt=0, description="kl / mnrl-kl: softmax temperature of the "
-                                              "student's cosines [default: kl 1.0 (as sentence-transformers), "
-                                              "mnrl-kl 0.05 (MNRL's scale 20)]")
+    student_temperature: float | None = Field(None, gt=0, description="kl / mnrl-kl / graded-*: softmax temperature "
+                                              "of the student's cosines [default: kl 1.0 (as sentence-transformers), "
+                                              "mnrl-kl and graded-* 0.05 (MNRL's scale 20)]")
     distill_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the KL term")
     infonce_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the InfoNCE (MNRL) term")
     teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
@@ -59,6 +59,14 @@ class TrainConfig(BaseModel):
                              "from the fixed corpus index")
     adore_negatives: int | None = Field(None, ge=1, description="loss adore: how many of the top retrieved documents "
                                         "enter the loss [default: all adore_depth]")
+    graded_positives: int | None = Field(None, ge=1, description="graded-*: up to N positives per query in its list, "
+                                         "spread over its qrels grade levels [default: 4]")
+    grade_temperature: float | None = Field(None, gt=0, description="graded-*: the target is softmax(grade / T) over "
+                                            "the list [default: grades normalised to sum 1, negatives 0]")
+    graded_in_batch: bool = Field(True, description="graded-*: the batch's other documents join each list as grade 0")
+    wasserstein_form: str = Field("list", description="graded-wasserstein: list (each query's 1-D W1 along the grade "
+                                  "axis) | gaussian (the SyCL code's: 2-Wasserstein between Gaussians fitted over the "
+                                  "batch)")
 
 
     def fingerprint_settings(self) -> dict[str, Any]:
@@ -72,4 +80,5 @@ class TrainConfig(BaseModel):
 
 _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",
           "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
-          "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every")
+          "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every",
+          "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form")

@@ -14,9 +14,12 @@
 | ``cet`` | CETLoss: MNRL, each mined negative weighted by its pooling propensity (CET) | + label |
 | ``adore`` | AdoreLoss: each step's negatives retrieved from a fixed index by the student's queries | anchor, label |
 | ``mnrl-idmask`` | IdMaskedMNRLLoss: mnrl-hn where no query's own positives (by id, qrels) are its negatives | + label (ids) |
+| ``graded-wasserstein`` | GradedWassersteinLoss (SyCL): 1-D Wasserstein between the model's softmax over a graded list and the grades' (``wasserstein_form``) | anchor, doc_1..n, label (grades) |
+| ``graded-softmax`` | GradedSoftmaxLoss: list-wise softmax cross-entropy to the grades' distribution (ListNet) | as graded-wasserstein |
 
 Labels are the filter teacher's raw scores, or with ``teacher_scores`` several teachers' scores
-fused per row (:mod:`hardneg.training.soft_labels`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
+fused per row (:mod:`hardneg.training.soft_labels`); the graded losses' labels are the qrels grades of each query's list
+(:mod:`hardneg.training.graded_table`). ``hardness_strength`` > 0 turns on sentence-transformers' hardness weighting of the mined
 negatives (MNRL family)."""
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ from .id_masking import IdMaskedMNRLLoss
 WITH_NEGATIVES = ("mnrl-hn", "cached-mnrl", "gist", "gist-scores", "margin-mse", "kl", "mnrl-kl", "mochi", "cet",
                   "mnrl-idmask")
 WITH_LABELS = ("margin-mse", "kl", "mnrl-kl", "gist-scores")
+GRADED = ("graded-wasserstein", "graded-softmax")
 
 
 def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: float = 0.0,
                mini_batch_size: int = 16, teacher_temperature: float = 1.0, student_temperature: float | None = None,
                distill_weight: float = 1.0, infonce_weight: float = 1.0, seed: int = 0,
-               mochi: dict[str, Any] | None = None) -> Any:
+               mochi: dict[str, Any] | None = None, graded: dict[str, Any] | None = None) -> Any:
     """A sentence-transformers loss object for ``name`` (see the table above); ``mochi`` holds
-    :class:`~.mochi.MoCHiLoss`'s keyword arguments, ``seed`` seeds its draws."""
+    :class:`~.mochi.MoCHiLoss`'s keyword arguments, ``seed`` seeds its draws; ``graded`` the graded
+    losses' (``in_batch``, ``grade_temperature``, graded-wasserstein's ``form``; their scale is
+    ``1 / student_temperature``)."""
     from sentence_transformers.sentence_transformer import losses
 
     hard: dict[str, Any] = {"hardness_mode": "hard_negatives", "hardness_strength": hardness_strength} if hardness_strength else {}
@@ -75,4 +81,12 @@ def build_loss(name: str, model: Any, guide: Any = None, hardness_strength: floa
         if hardness_strength:
             raise ConfigError("loss 'mnrl-idmask' has no hardness weighting (hardness_strength must be 0)")
         return IdMaskedMNRLLoss(model)  # its positives come from the training table (train_on_table)
+    if name in GRADED:
+        from .graded_softmax import GradedSoftmaxLoss
+        from .graded_wasserstein import GradedWassersteinLoss
+
+        if hardness_strength:
+            raise ConfigError(f"loss '{name}' has no hardness weighting (hardness_strength must be 0)")
+        cls = GradedWassersteinLoss if name == "graded-wasserstein" else GradedSoftmaxLoss
+        return cls(model, scale=1.0 / (student_temperature or 0.05), **(graded or {}))
     raise ConfigError(f"unknown loss '{name}' (choose from {', '.join(LOSSES)})")

@@ -20,7 +20,7 @@ from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
-from .losses import WITH_LABELS, WITH_NEGATIVES, build_loss
+from .losses import GRADED, WITH_LABELS, WITH_NEGATIVES, build_loss
 from .soft_labels import fuse, parse_teachers
 
 
@@ -28,15 +28,24 @@ MANIFEST = "hardneg_train.json"
 
 
 def training_table(run: Run, loss: str, num_negatives: int | None = None, teacher_scores: str | None = None,
-                   teacher_norm: str = "zscore", teacher_scale: float = 1.0) -> pa.Table:
+                   teacher_norm: str = "zscore", teacher_scale: float = 1.0,
+                   graded_positives: int | None = None) -> pa.Table:
     """The columns ``loss`` expects, built from the run: pairs for in-batch MNRL; n-tuples (queries
     with every negative; each positive its own row) for the others, with score labels for distillation:
     the filter teacher's raw scores, or with ``teacher_scores`` the named teachers' scores fused per
-    row (:func:`hardneg.training.soft_labels.fuse`)."""
+    row (:func:`hardneg.training.soft_labels.fuse`); graded lists (one row per query, up to
+    ``graded_positives`` positives with their grades) for the graded losses
+    (:func:`hardneg.training.graded_table.graded_table`)."""
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     if teacher_scores is not None and loss not in WITH_LABELS:
         raise ConfigError(f"teacher_scores: loss '{loss}' takes no labels (use {', '.join(WITH_LABELS)})")
+    if graded_positives is not None and loss not in GRADED:
+        raise ConfigError(f"graded_positives: only for the graded losses ({', '.join(GRADED)}), not '{loss}'")
+    if loss in GRADED:
+        from .graded_table import graded_table
+
+        return graded_table(run, num_negatives, graded_positives)
     if loss == "adore":
         from .adore import adore_table
 
@@ -119,7 +128,18 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
     return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives, cfg.teacher_scores, cfg.teacher_norm,
-                                                 cfg.teacher_scale), cfg, source, overwrite, progress, run=run)
+                                                 cfg.teacher_scale, cfg.graded_positives),
+                          cfg, source, overwrite, progress, run=run)
+
+
+def _check_graded(cfg: TrainConfig) -> None:
+    """The graded losses' options belong to them only."""
+    given = [name for name in ("graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form")
+             if getattr(cfg, name) != TrainConfig.model_fields[name].default]
+    if given and cfg.loss not in GRADED:
+        raise ConfigError(f"{given[0]}: only for the graded losses ({', '.join(GRADED)}), not '{cfg.loss}'")
+    if cfg.wasserstein_form != "list" and cfg.loss != "graded-wasserstein":
+        raise ConfigError(f"wasserstein_form: only for loss 'graded-wasserstein', not '{cfg.loss}'")
 
 
 def _check_run_methods(cfg: TrainConfig, run: Run | None) -> None:
@@ -149,6 +169,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     from sentence_transformers.base.sampler import BatchSamplers
 
     _check_run_methods(cfg, run)
+    _check_graded(cfg)
     from .hard_batches import hard_batch_sampler
 
     base_path = resolve_model(cfg.model)
@@ -180,7 +201,9 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
         loss = build_loss(cfg.loss, student, guide, cfg.hardness_strength, cfg.mini_batch_size,
                           cfg.teacher_temperature, cfg.student_temperature, cfg.distill_weight, cfg.infonce_weight,
                           seed=cfg.seed, mochi={"num_hard": cfg.mochi_hard, "num_mix": cfg.mochi_mix,
-                                                "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max})
+                                                "num_query_mix": cfg.mochi_query_mix, "beta_max": cfg.mochi_beta_max},
+                          graded={"in_batch": cfg.graded_in_batch, "grade_temperature": cfg.grade_temperature,
+                                  **({"form": cfg.wasserstein_form} if cfg.loss == "graded-wasserstein" else {})})
     train_loss = loss
     if cfg.loss == "mnrl-idmask":  # every (query, positive) of the table: the qrels' positives of its queries
         if "label" not in table.column_names:
