@@ -105,7 +105,7 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
     base = results["base"]
     scores = ", ".join(f"{label(m)} {base[m]:.4f}" for m in DEFAULT_MEASURES)
     others = [b for b in results.get("baselines", []) if b != baseline]
-    better = f" (the better on test of {', '.join([baseline, *others])})" if others else ""
+    better = f" (the better on test of {', '.join([str(baseline), *others])})" if others else ""
     summary = [f"Base model: {scores}. Budget: {results['budget']}." +
                (f" Baseline: {baseline}{better}." if baseline else "")]
     if dev:

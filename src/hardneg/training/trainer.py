@@ -23,7 +23,6 @@ from .id_masking import id_labels
 from .losses import GRADED, WITH_LABELS, WITH_NEGATIVES, build_loss
 from .soft_labels import fuse, parse_teachers
 
-
 MANIFEST = "hardneg_train.json"
 
 
