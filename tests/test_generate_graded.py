@@ -62,7 +62,7 @@ def _asked(fake: FakeLLM) -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def graded(slice_dir, tmp_path_factory):
-    """Documents at levels 3, 2, 1, 0 for 6 sampled SciFact train queries, mined with BM25."""
+    """Documents at levels 3, 2, 1, 0 for 6 sampled SciFact train queries, mined with BM25 (no filter)."""
     fake = FakeLLM(write=passage)
     root = tmp_path_factory.mktemp("graded")
     try:
@@ -71,8 +71,9 @@ def graded(slice_dir, tmp_path_factory):
         asked = _asked(fake)
     finally:
         fake.close()
-    run = hardneg.mine(str(root / "gen"), teacher="bm25", num_negatives=3, depth=30, cache_dir=str(root / "cache"),
-                       out=str(root / "run"))
+    # no filter: the top non-positives are taken, and a query's own level-0 document (its words) ranks near the top
+    run = hardneg.mine(str(root / "gen"), teacher="bm25", filter="none", num_negatives=3, depth=30,
+                       cache_dir=str(root / "cache"), out=str(root / "run"))
     return res, asked, run
 
 

@@ -27,26 +27,26 @@ LEVELS: dict[int, str] = {
 INSTRUCTION = "Write a passage for the search query at the given level of relevance."
 DEFAULT_EXAMPLES: tuple[tuple[str, tuple[tuple[int, str], ...]], ...] = (
     ("does walking reduce blood pressure in people with hypertension", (
-        (3, "In a randomised trial of 300 adults with hypertension, thirty minutes of brisk walking a day for twelve "
+        (3, ("In a randomised trial of 300 adults with hypertension, thirty minutes of brisk walking a day for twelve "
             "weeks lowered systolic blood pressure by 8 mmHg on average against an inactive control group, and "
-            "diastolic pressure by 4 mmHg."),
-        (2, "Advice for people with high blood pressure covers salt, alcohol, sleep, weight and medication; regular "
+            "diastolic pressure by 4 mmHg.")),
+        (2, ("Advice for people with high blood pressure covers salt, alcohol, sleep, weight and medication; regular "
             "exercise such as walking is linked with somewhat lower readings, though most of the guidance is about "
-            "diet and drugs."),
-        (1, "Hypertension is diagnosed when resting blood pressure stays above 130/80 mmHg on repeated readings; it "
-            "raises the risk of stroke and heart disease, and many people have it for years without symptoms."),
-        (0, "Walking holidays in the Highlands suit every level of fitness: routes run from gentle paths along the "
-            "lochs to steep ridges, and the guides check each group's pace before the first climb."),
+            "diet and drugs.")),
+        (1, ("Hypertension is diagnosed when resting blood pressure stays above 130/80 mmHg on repeated readings; it "
+            "raises the risk of stroke and heart disease, and many people have it for years without symptoms.")),
+        (0, ("Walking holidays in the Highlands suit every level of fitness: routes run from gentle paths along the "
+            "lochs to steep ridges, and the guides check each group's pace before the first climb.")),
     )),
     ("why are solid state drives faster than hard disks", (
-        (3, "A solid-state drive keeps data in flash memory cells and has no moving parts, so there is no platter to "
-            "spin and no head to position: a read takes microseconds where a hard disk needs several milliseconds."),
-        (2, "When choosing storage for a laptop, weigh price per gigabyte, capacity, noise and battery life; flash "
-            "drives cost more but start programs quicker since nothing mechanical has to move."),
-        (1, "Hard disks store data magnetically on spinning platters and remain the cheapest way to keep many "
-            "terabytes, which is why backup servers and video archives still use them."),
-        (0, "The drive from the airport to the city centre takes forty minutes outside rush hour, and taxis wait "
-            "at the exit of the arrivals hall."),
+        (3, ("A solid-state drive keeps data in flash memory cells and has no moving parts, so there is no platter to "
+            "spin and no head to position: a read takes microseconds where a hard disk needs several milliseconds.")),
+        (2, ("When choosing storage for a laptop, weigh price per gigabyte, capacity, noise and battery life; flash "
+            "drives cost more but start programs quicker since nothing mechanical has to move.")),
+        (1, ("Hard disks store data magnetically on spinning platters and remain the cheapest way to keep many "
+            "terabytes, which is why backup servers and video archives still use them.")),
+        (0, ("The drive from the airport to the city centre takes forty minutes outside rush hour, and taxis wait "
+            "at the exit of the arrivals hall.")),
     )),
 )
 
