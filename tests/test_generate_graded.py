@@ -319,3 +319,20 @@ def test_packaged_gemma_in_process(slice_dir, cache_dir, tmp_path):
 def test_the_generated_parquet_is_read_back_as_written(graded):
     res, _, _ = graded
     assert pq.read_table(res.path / "generation.parquet").equals(res.provenance)
+
+
+def test_an_experiment_trains_on_the_generated_folder_and_tests_on_the_original(tmp_path):
+    """test_dataset (relative to the YAML, as dataset) is where the test split is read: the measurement
+    yamls train on a generated folder and test on the original collection."""
+    from hardneg.experiment.config import ExperimentConfig
+
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.yaml").write_text("name: x\ndataset: ../gen\ntest_dataset: ../orig\n"
+                                           "variants: [{name: a, loss: graded-wasserstein}]\n")
+    cfg = ExperimentConfig.from_file(tmp_path / "b" / "x.yaml")
+    assert (cfg.dataset, cfg.test_dataset) == (str(tmp_path / "gen"), str(tmp_path / "orig"))
+    for f in ("benchmarks/graded_ab.yaml", "benchmarks/graded_ab_nfcorpus.yaml"):
+        c = ExperimentConfig.from_file(f)
+        assert c.test_dataset and c.baseline == "infonce" and c.seeds == [0, 1, 2] and len(c.variants) == 3
