@@ -182,10 +182,11 @@ def cranfield_run(cranfield_dir, cache_dir, tmp_path_factory):
     return hardneg.mine(col, teacher="bm25", num_negatives=3, out=str(out), cache_dir=str(cache_dir))
 
 
-def expected_lists(run, positives: int, negatives: int) -> list[tuple[list[str], list[float]]]:
+def expected_lists(run, positives: int, negatives: int, judged_zeros: bool = True) -> list[tuple[list[str], list[float]]]:
     """Each query's documents and grades, by a plain loop over the collection's qrels: the first
     positive of every grade (highest grade first, ids ascending within a grade), then the second of
-    every grade, ...; kept highest grade first; then the mined negatives; padding (-1) to the width."""
+    every grade, ...; kept highest grade first; then its grade-0 qrels documents (ids ascending, with
+    ``judged_zeros``) and the mined negatives not among them; padding (-1) to the width."""
     col = run.collection()
     out = []
     for qid, neg_ids in zip(run.negatives.column("query_id").to_pylist(),
@@ -201,7 +202,10 @@ def expected_lists(run, positives: int, negatives: int) -> list[tuple[list[str],
         picked = sorted(picked[:positives], key=lambda x: -x[0])
         pos = [d for _, d in picked] + [picked[0][1]] * (positives - len(picked))
         grades = [float(gr) for gr, _ in picked] + [-1.0] * (positives - len(picked))
-        negs = neg_ids[:negatives]
+        zeros = sorted(str(col.doc_ids[d]) for qi, d, gr in
+                       zip(col.qrels.query_idx, col.qrels.doc_idx, col.qrels.grade, strict=True)
+                       if qi == q and gr == 0) if judged_zeros else []
+        negs = (zeros + [d for d in neg_ids if d not in zeros])[:negatives]
         texts = [col.doc_texts[i] for i in col.doc_index(pos + negs + [picked[0][1]] * (negatives - len(negs)))]
         out.append((texts, grades + [0.0] * len(negs) + [-1.0] * (negatives - len(negs))))
     return out
@@ -209,18 +213,20 @@ def expected_lists(run, positives: int, negatives: int) -> list[tuple[list[str],
 
 def test_the_table_gives_each_query_its_grades_in_order(cranfield_run):
     """One row per query: its positives spread over its grade levels, highest grade first, with their
-    qrels grades; then its mined negatives (grade 0); padding (-1) where a query has fewer."""
+    qrels grades; then its judged grade-0 documents and mined negatives (grade 0), or mined ones only;
+    padding (-1) where a query has fewer."""
     neg = cranfield_run.negatives
     lists = neg.column("negative_ids").to_pylist()
     lists[0], lists[5] = lists[0][:1], []  # two queries left short of negatives (shortfall)
     short = hardneg.Run(neg.set_column(neg.schema.get_field_index("negative_ids"), "negative_ids",
                                        pa.array(lists, pa.list_(pa.string()))),
                         cranfield_run.candidates, cranfield_run.manifest, collection=cranfield_run.collection())
-    for run, positives, negatives in ((cranfield_run, 3, 2), (short, 9, 3)):
-        table = graded_table(run, negatives, positives)
+    cases = [(cranfield_run, 3, 2, True), (short, 9, 3, True), (cranfield_run, 3, 2, False), (short, 9, 3, False)]
+    for run, positives, negatives, zeros in cases:
+        table = graded_table(run, negatives, positives, judged_zeros=zeros)
         assert table.column_names == ["anchor", *[f"doc_{j + 1}" for j in range(positives + negatives)], "label"]
         labels = np.array(table.column("label").to_pylist())
-        want = expected_lists(run, positives, negatives)
+        want = expected_lists(run, positives, negatives, zeros)
         assert table.num_rows == len(want) == 16
         for r, (texts, grades) in enumerate(want):
             assert [table.column(f"doc_{j + 1}")[r].as_py() for j in range(positives + negatives)] == texts
@@ -229,6 +235,9 @@ def test_the_table_gives_each_query_its_grades_in_order(cranfield_run):
         assert np.all(np.diff(real, axis=1) <= 0)  # grades in order, padding (-1) last
     assert (labels[:, :9] == -1).any() and (labels[:, 9:] == -1).sum() == 2 + 3  # padded positives and negatives
     assert len({tuple(row[:3]) for row in labels}) > 3  # lists of mixed grade levels
+    col = cranfield_run.collection()
+    assert (col.qrels.grade == 0).sum() > 0  # the slice has judged grade-0 rows: they change the lists
+    assert not graded_table(cranfield_run, 2, 3).equals(graded_table(cranfield_run, 2, 3, judged_zeros=False))
     with pytest.raises(ConfigError, match="graded_positives"):
         hardneg.training.training_table(cranfield_run, "mnrl-hn", graded_positives=2)
 

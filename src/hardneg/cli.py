@@ -18,6 +18,7 @@ from rich.table import Table
 from .cli_options import field_help, options_from
 from .config import MineConfig
 from .generation.config import QueryGenConfig
+from .generation.graded_config import GradedGenConfig
 from .training.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -375,6 +376,37 @@ def generate_queries(
     t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries']} queries, {m['counts']['qrels']} qrels)")
     for reason, n in m["counts"]["dropped"].items():
         t.add_row(f"  dropped: {reason}", str(n))
+    g = m["generation"]
+    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
+              f"{g['completion_tokens']} tokens generated")
+    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
+    out.print(t)
+
+
+@generate_app.command("graded")
+@options_from(GradedGenConfig, panel="Generation options (GradedGenConfig fields)")
+def generate_graded(
+    overwrite: Annotated[bool, Opt(help="replace documents generated with other settings at --out")] = False,
+    quiet: QuietOpt = False,
+    **options: Any,
+) -> None:
+    """Write LLM documents at graded relevance levels for a collection's queries (SyCL): a BEIR folder with
+    graded qrels that `hardneg mine --dataset` reads, for `hardneg train --loss graded-wasserstein`.
+
+    Per query and level (3 answers it fully ... 0 on topic but of no use); bad output retried, then dropped."""
+    from .generation import generate_graded as generate_fn
+    from .progress import Reporter
+
+    res = _call(generate_fn, reporter=Reporter(not quiet), overwrite=overwrite, **_given(options))
+    m = res.manifest
+    t = Table(title=escape(f"graded documents {res.path}"), show_header=False)
+    t.add_row("queries", f"{m['dataset']['written_for']} of {m['dataset']['judged_queries']}")
+    t.add_row("asked", str(m["counts"]["asked"]))
+    t.add_row("kept", f"{m['counts']['kept']} (" + ", ".join(f"level {lv}: {n}" for lv, n in
+                                                          m["counts"]["kept_per_level"].items()) + ")")
+    for reason, n in m["counts"]["dropped"].items():
+        t.add_row(f"  dropped: {reason}", str(n))
+    t.add_row("real positives", f"grades {m['dataset']['real_grades']['rule']}")
     g = m["generation"]
     t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
               f"{g['completion_tokens']} tokens generated")

@@ -21,6 +21,7 @@ from .candidates.teacher_scores import add_teacher_scores, check_names
 from .candidates.teachers import BM25Teacher, DenseTeacher
 from .collection import Collection, load
 from .collection.hashes import collection_hashes
+from .collection.synthetic import synthetic_mask
 from .config import MineConfig, load_config_file
 from .decisions.calibration import calibrate_filters
 from .decisions.filters import positive_reference
@@ -182,6 +183,8 @@ def _mine(cfg: MineConfig, col: Collection, fingerprint: str, reporter: Reporter
                       pos, pos_rows, pos_scores,
                       positive_reference(pos_rows, pos_scores[filter_on], q_idx.size), floor or None,
                       hashes.text_group, hashes.query_hash[q_idx], hashes.doc_hash, reporter)
+    synthetic = synthetic_mask(col.doc_ids)
+    ctx.synthetic = synthetic if synthetic.any() else None
     _calibrate(ctx)
     ctx.judge, ctx.judge_fingerprint, ctx.llm = judge, judge_fingerprint, llm
     parts = [_decide(ctx, np.arange(q_idx.size), cfg.depth, ctx.sampler)]

@@ -54,6 +54,7 @@ class PassContext:
     llm: Any = None            # LLMJudge
     calibration: dict[str, Any] | None = None
     judge_cache_hits: int = 0
+    synthetic: np.ndarray | None = None  # per document: written by a generator for one query (never a candidate)
 
 
 @dataclass
@@ -129,7 +130,8 @@ def rule_part(ctx: PassContext, rows: np.ndarray, depth: int) -> Part:
     kinds = {f.kind for f in ctx.filters} & set(SIMILARITY_KINDS)
     reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref,
                            candidate_similarities(kinds, ids, valid & ~is_pos, local, pos_docs, col.doc_texts,
-                                                  ctx.vectors))
+                                                  ctx.vectors),
+                           None if ctx.synthetic is None else ctx.synthetic[safe])
     exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
     return Part(rows, ids, rank, scores, valid, reason, before, nonpos, pos_ref, hit is not None, exhaustive)
 

@@ -24,7 +24,7 @@ from ..runs.files import hashes64
 
 # Reason codes: 0 = kept; the rest name the first rule that dropped the candidate.
 REASONS = ("", "positive", "duplicate_text", "minscore", "maxscore", "margin", "percpos", "near_duplicate",
-           "near_positive", "knn_positive", "cross_encoder", "llm", "llm_error", "relabelled")
+           "near_positive", "knn_positive", "cross_encoder", "llm", "llm_error", "relabelled", "synthetic")
 REASON_CODE = {r: i for i, r in enumerate(REASONS)}
 SCORE_KINDS = ("percpos", "margin", "maxscore", "minscore")
 SIMILARITY_KINDS = ("near_duplicate", "near_positive", "knn_positive")
@@ -167,9 +167,11 @@ def normalised_text_hash(texts: list[str]) -> np.ndarray:
 
 def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray, is_positive: np.ndarray,
                   is_duplicate: np.ndarray, pos_ref: np.ndarray,
-                  similarity: dict[str, np.ndarray] | None = None) -> np.ndarray:
+                  similarity: dict[str, np.ndarray] | None = None,
+                  synthetic: np.ndarray | None = None) -> np.ndarray:
     """Reason code per candidate (uint8, 0 = kept): the first rule, in order, that drops it.
-    Known positives and exact-text copies of a positive always go, before any threshold."""
+    Known positives, exact-text copies of a positive and synthetic documents (``synthetic``: written
+    for one query, see :mod:`hardneg.collection.synthetic`) always go, before any threshold."""
     reason = np.zeros(score.shape, dtype=np.uint8)
 
     def mark(mask: np.ndarray, name: str) -> None:
@@ -177,6 +179,8 @@ def apply_filters(specs: list[FilterSpec], score: np.ndarray, valid: np.ndarray,
 
     mark(is_positive, "positive")
     mark(is_duplicate, "duplicate_text")
+    if synthetic is not None:
+        mark(synthetic, "synthetic")
     for spec in specs:
         mark(threshold_drops(spec, score, pos_ref, similarity), spec.kind)
     return reason

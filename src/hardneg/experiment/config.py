@@ -57,6 +57,9 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "experiment"
     dataset: str
+    test_dataset: str | None = Field(None, description="the collection the test (and dev) split is read from "
+                                     "[default: dataset]: the original collection when dataset is a generated folder "
+                                     "(hardneg generate graded), whose synthetic documents must not be searched at test")
     train_split: str = "train"
     test_split: str = "test"
     base_model: str | None = None
@@ -129,9 +132,10 @@ class ExperimentConfig(BaseModel):
         if not p.is_file():
             raise ConfigError(f"{p}: experiment file not found")
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        if isinstance(data.get("dataset"), str) and not Path(data["dataset"]).is_absolute():
-            cand = (p.parent / data["dataset"]).resolve()
-            data["dataset"] = str(cand) if cand.exists() else data["dataset"]
+        for key in ("dataset", "test_dataset"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                cand = (p.parent / data[key]).resolve()
+                data[key] = str(cand) if cand.exists() else data[key]
         return cls(**data)
 
 

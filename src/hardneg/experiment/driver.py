@@ -54,7 +54,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "experiment.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     train_col = load(cfg.dataset, cfg.train_split)
-    test_col = load(cfg.dataset, cfg.test_split)
+    test_col = load(cfg.test_dataset or cfg.dataset, cfg.test_split)
     if quick:
         train_col = _quick_slice(train_col, 40)
         test_col = _quick_slice(test_col, 30)
@@ -99,7 +99,7 @@ def split_dev(cfg: ExperimentConfig, train: Collection, quick: bool = False) -> 
     """(the queries to train on, the dev queries): the dataset's ``dev_split``, or ``dev_queries`` train
     queries held out (never mined or trained on), or no dev at all."""
     if cfg.dev_split:
-        dev = load(cfg.dataset, cfg.dev_split)
+        dev = load(cfg.test_dataset or cfg.dataset, cfg.dev_split)
         return train, _quick_slice(dev, 20) if quick else dev
     if cfg.dev_queries:
         return (train.holdout(cfg.dev_queries, cfg.dev_seed, "fit"),

@@ -79,6 +79,8 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
            "budget": cfg.budget.model_dump(), "base": base.as_json(), "baseline": baseline, "baselines": cfg.baselines, "variants": rows,
            "equal_steps": len({s for r in rows for s in r.get("train_steps", [])}) <= 1,
            "comparison": {"measure": PRIMARY, "resamples": cfg.permutations, "confidence": CONFIDENCE}}
+    if cfg.test_dataset:
+        out["test_dataset"] = cfg.test_dataset
     if dev is not None:
         out["dev"] = {"queries": dev["__base__"][0].queries, "seed": cfg.dev_seed, "split": cfg.dev_split,
                       f"base_{PRIMARY}": dev["__base__"][0].metrics[PRIMARY], "selected": best}
@@ -134,8 +136,10 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
                  f"(averaged over seeds), two-sided. {ci}: paired bootstrap (BCa) of the mean per-query "
                  "difference against the baseline.")
     notes.append(("", explained))
-    return ResultsTable(f"{results['name']}: {results['dataset']} [{results['test_split']}], "
-                        f"{results['queries']} queries", summary, headers, 2, rows, notes)
+    trained = f" (trained on {results['dataset']})" if results.get("test_dataset") else ""
+    return ResultsTable(f"{results['name']}: {results.get('test_dataset') or results['dataset']} "
+                        f"[{results['test_split']}]{trained}, {results['queries']} queries", summary, headers, 2, rows,
+                        notes)
 
 
 def results_markdown(results: dict[str, Any]) -> str:

@@ -64,6 +64,9 @@ class TrainConfig(BaseModel):
     grade_temperature: float | None = Field(None, gt=0, description="graded-*: the target is softmax(grade / T) over "
                                             "the list [default: grades normalised to sum 1, negatives 0]")
     graded_in_batch: bool = Field(True, description="graded-*: the batch's other documents join each list as grade 0")
+    graded_judged_zeros: bool = Field(True, description="graded-*: a query's judged grade-0 documents (qrels score 0, "
+                                      "e.g. the level-0 documents of 'generate graded') take its first negative "
+                                      "slots, before the mined negatives")
     wasserstein_form: str = Field("list", description="graded-wasserstein: list (each query's 1-D W1 along the grade "
                                   "axis) | gaussian (the SyCL code's: 2-Wasserstein between Gaussians fitted over the "
                                   "batch)")
@@ -81,4 +84,4 @@ class TrainConfig(BaseModel):
 _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",
           "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
           "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every",
-          "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form")
+          "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form", "graded_judged_zeros")

@@ -28,12 +28,13 @@ MANIFEST = "hardneg_train.json"
 
 def training_table(run: Run, loss: str, num_negatives: int | None = None, teacher_scores: str | None = None,
                    teacher_norm: str = "zscore", teacher_scale: float = 1.0,
-                   graded_positives: int | None = None) -> pa.Table:
+                   graded_positives: int | None = None, graded_judged_zeros: bool = True) -> pa.Table:
     """The columns ``loss`` expects, built from the run: pairs for in-batch MNRL; n-tuples (queries
     with every negative; each positive its own row) for the others, with score labels for distillation:
     the filter teacher's raw scores, or with ``teacher_scores`` the named teachers' scores fused per
     row (:func:`hardneg.training.soft_labels.fuse`); graded lists (one row per query, up to
-    ``graded_positives`` positives with their grades) for the graded losses
+    ``graded_positives`` positives with their grades, then the judged grade-0 documents unless
+    ``graded_judged_zeros`` is False, then mined negatives) for the graded losses
     (:func:`hardneg.training.graded_table.graded_table`)."""
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
@@ -44,7 +45,7 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
     if loss in GRADED:
         from .graded_table import graded_table
 
-        return graded_table(run, num_negatives, graded_positives)
+        return graded_table(run, num_negatives, graded_positives, graded_judged_zeros)
     if loss == "adore":
         from .adore import adore_table
 
@@ -127,13 +128,14 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
     return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives, cfg.teacher_scores, cfg.teacher_norm,
-                                                 cfg.teacher_scale, cfg.graded_positives),
+                                                 cfg.teacher_scale, cfg.graded_positives, cfg.graded_judged_zeros),
                           cfg, source, overwrite, progress, run=run)
 
 
 def _check_graded(cfg: TrainConfig) -> None:
     """The graded losses' options belong to them only."""
-    given = [name for name in ("graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form")
+    given = [name for name in ("graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form",
+                               "graded_judged_zeros")
              if getattr(cfg, name) != TrainConfig.model_fields[name].default]
     if given and cfg.loss not in GRADED:
         raise ConfigError(f"{given[0]}: only for the graded losses ({', '.join(GRADED)}), not '{cfg.loss}'")
