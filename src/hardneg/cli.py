@@ -18,6 +18,7 @@ from rich.table import Table
 from .cli_options import field_help, options_from
 from .config import MineConfig
 from .generation.config import QueryGenConfig
+from .generation.negative_config import NegativeGenConfig
 from .training.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -373,6 +374,41 @@ def generate_queries(
     t.add_row("documents", f"{m['corpus']['written_for']} of {m['corpus']['docs']}")
     t.add_row("asked", str(m["counts"]["asked"]))
     t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries']} queries, {m['counts']['qrels']} qrels)")
+    for reason, n in m["counts"]["dropped"].items():
+        t.add_row(f"  dropped: {reason}", str(n))
+    g = m["generation"]
+    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
+              f"{g['completion_tokens']} tokens generated")
+    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
+    out.print(t)
+
+
+NEGATIVES = "Generation options (NegativeGenConfig fields)"
+
+
+@generate_app.command("negatives")
+@options_from(NegativeGenConfig, panel=NEGATIVES, skip=("llm_judge",), replace={"judge": Annotated[
+    list[str] | None, Opt(help=f"{field_help(NegativeGenConfig, 'judge')}; and/or "
+                          f"{field_help(NegativeGenConfig, 'llm_judge')}; repeat for both", rich_help_panel=NEGATIVES)]})
+def generate_negatives(
+    overwrite: Annotated[bool, Opt(help="replace negatives generated with other settings at --out")] = False,
+    quiet: QuietOpt = False,
+    **options: Any,
+) -> None:
+    """Write LLM hard negatives: per query a passage that looks relevant but does not answer it.
+
+    Synthetic documents gen-neg:<query id>:<k>, attached to their query only; bad output retried, then dropped;
+    the judge drops accidental positives. Train with them: `hardneg train --negatives generated|both --generated OUT`."""
+    from .generation.negatives import generate_negatives as generate_fn
+    from .progress import Reporter
+
+    options = _given(options | _judges(options["judge"]))
+    res = _call(generate_fn, reporter=Reporter(not quiet), overwrite=overwrite, **options)
+    m = res.manifest
+    t = Table(title=escape(f"generated negatives {res.path}"), show_header=False)
+    t.add_row("queries", f"{m['dataset']['written_for']} of {m['dataset']['queries']}")
+    t.add_row("asked", str(m["counts"]["asked"]))
+    t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries_with_negatives']} queries)")
     for reason, n in m["counts"]["dropped"].items():
         t.add_row(f"  dropped: {reason}", str(n))
     g = m["generation"]
