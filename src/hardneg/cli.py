@@ -285,17 +285,22 @@ def evaluate(
 @app.command()
 @options_from(TrainConfig, panel="Training options (TrainConfig fields)")
 def train(
-    run: Annotated[str, Opt("--run", "--negatives", help=field_help(TrainConfig, "run"))],
+    run: Annotated[str | None, Opt("--run", help=field_help(TrainConfig, "run"))] = None,
     dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
     overwrite: Annotated[bool, Opt(help="replace a model trained with other settings")] = False,
     quiet: QuietOpt = False,
     **options: Any,
 ) -> None:
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
+    options = _given(options)
+    if run is None:  # --negatives RUN: the old name of --run (the negatives' source is then mined)
+        source = options.pop("negatives", None)
+        if source is None or source in ("mined", "generated", "both"):
+            _fail("give --run RUN_DIR (a run folder from `hardneg mine`)")
+        run = source
     from .runs.run import Run
     from .training import train as train_fn
 
-    options = _given(options)
     loaded = _call(Run.load, path=run)
     mined_from = loaded.manifest["config"]["dataset"]
     if dataset is not None and str(Path(dataset).resolve()) != str(Path(mined_from).resolve()):
