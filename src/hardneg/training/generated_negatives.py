@@ -132,10 +132,10 @@ def generated_table(run: Run, generated: str, negatives: str, num_negatives: int
         if k_g > per:
             raise ConfigError(f"num_negatives: {k_g} generated slots, but {g.path} has {per} negatives per query")
         k_m = 0
-        full = (gen[:, :k_g] >= 0).all(axis=1)
+        full = np.asarray((gen[:, :k_g] >= 0).all(axis=1))
     elif negatives == "both":
         k_g, k_m = per, min(num_negatives or n_mined, n_mined)
-        full = (gen >= 0).all(axis=1) & (np.bincount(neg_par, minlength=nq) == n_mined)
+        full = np.asarray((gen >= 0).all(axis=1) & (np.bincount(neg_par, minlength=nq) == n_mined))
     else:
         raise ConfigError(f"negatives: '{negatives}' has no generated table (use generated or both)")
     left_out = int(nq - full.sum())
