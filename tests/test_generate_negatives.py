@@ -226,3 +226,32 @@ def test_packaged_gemma_in_process(slice_dir, tmp_path):
     assert all((r["kept"] and len(r["text"].split()) >= 8) or r["reason"] in ("empty", "copy", "format") for r in prov)
     assert again.manifest["generation"]["requests_asked"] == 0
     assert again.provenance.column("text").to_pylist() == res.provenance.column("text").to_pylist()
+
+
+def test_a_cross_encoder_judge_drops_what_it_finds_relevant(server, slice_dir, tmp_path):
+    """With --judge cross-encoder:PATH every passage gets the judge's calibrated probability (exactly what
+    the judge gives for that pair); those at or above the threshold are dropped as 'cross_encoder'."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    from hardneg.decisions.cross_encoder import MANIFEST, CrossEncoderJudge
+    from hardneg.runs.fingerprint import default_model_path
+
+    torch.manual_seed(0)
+    judge = tmp_path / "judge"  # a real CrossEncoder folder with a judge manifest (a steep calibration)
+    CrossEncoder(default_model_path(), num_labels=1, max_length=64).save(str(judge))
+    (judge / MANIFEST).write_text(json.dumps({"kind": "cross-encoder", "calibration": {"a": 50.0, "b": -2.0}}))
+    fake = server(write=passage)
+    kw = {"dataset": str(slice_dir), "llm": fake.url, "per_query": 2, "sample_queries": 4,
+          "judge": f"cross-encoder:{judge}", "cache_dir": str(tmp_path / "c")}
+    loose = generate_negatives(judge_threshold=0.999999, out=str(tmp_path / "a"), **kw).provenance.to_pylist()
+    p = np.array([r["judge_probability"] for r in loose])
+    assert len(loose) == 8 and np.isfinite(p).all() and all(r["kept"] for r in loose)
+    want = CrossEncoderJudge(judge).probabilities([r["query"] for r in loose], [r["text"] for r in loose])
+    np.testing.assert_allclose(p, want, rtol=1e-6)
+    cut = float(np.median(p))
+    strict = generate_negatives(judge_threshold=cut, out=str(tmp_path / "b"), **kw)
+    rows = strict.provenance.to_pylist()
+    assert [r["reason"] for r in rows] == ["cross_encoder" if x >= cut else "" for x in p]
+    assert strict.manifest["counts"]["dropped"] == {"cross_encoder": int((p >= cut).sum())} and (p >= cut).any()
+    assert strict.manifest["judges"]["cross_encoder"]["threshold"] == cut
