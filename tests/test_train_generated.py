@@ -158,3 +158,16 @@ def test_generate_then_train_both_through_the_installed_cli(setup, slice_dir, st
     bad = runner.invoke(app, ["train", "--negatives", "both", *common])
     assert bad.exit_code == 2 and "give --run" in bad.output
     assert load_beir(slice_dir, "train").query_ids.size == 30
+
+
+def test_an_experiment_variant_takes_them_as_training_options(tmp_path):
+    """`train: {negatives: both, generated: DIR}` in an experiment's variant reaches TrainConfig (the cell
+    trains with budget | variant.train) and into the model's settings key."""
+    from hardneg.experiment.config import ExperimentConfig
+
+    cfg = ExperimentConfig.model_validate({"dataset": "d", "variants": [
+        {"name": "both", "train": {"negatives": "both", "generated": str(tmp_path)}}]})
+    v = cfg.variants[0]
+    tc = TrainConfig(run="r", out="o", loss=v.loss, **(cfg.budget.model_dump() | v.budget | v.train))
+    assert tc.negatives == "both" and tc.generated == str(tmp_path) and tc.fingerprint_settings()["negatives"] == "both"
+
