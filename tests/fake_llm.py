@@ -26,14 +26,17 @@ class FakeLLM:
     Text generation: a request without ``logprobs`` gets a completion, ``write(prompt, seed)`` (by
     default a query made of three words of the prompt's last ``Document:``, chosen by the seed); its
     body is recorded in ``texts``. ``plan`` steps for it: empty, copy (the document verbatim), format
-    (a long reply cut at the token limit), besides fail, malformed and slow."""
+    (a long reply cut at the token limit), besides fail, malformed and slow; ``copy_of(prompt)`` is what
+    the copy step copies (by default the prompt's last document)."""
 
     def __init__(self, model: str = "m", chat_only: bool = False, answer: Callable[[str], float] | None = None,
-                 fail: Callable[[str], bool] | None = None, write: Callable[[str, int], str] | None = None):
+                 fail: Callable[[str], bool] | None = None, write: Callable[[str, int], str] | None = None,
+                 copy_of: Callable[[str], str] | None = None):
         self.model, self.chat_only = model, chat_only
         self.answer = answer or (lambda prompt: 0.95 if "cell" in prompt.lower() else 0.1)
         self.fail = fail or (lambda prompt: False)
         self.write = write or default_query
+        self.copy_of = copy_of or last_document
         self.plan: list[str] = []
         self.prompts: list[str] = []
         self.texts: list[dict] = []
@@ -153,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         if step == "empty":
             text = " \n"
         elif step == "copy":
-            text = " " + last_document(prompt)
+            text = " " + llm.copy_of(prompt)
         elif step == "format":
             text, finish = " Document: " + "and so on " * 40, "length"
         else:

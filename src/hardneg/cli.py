@@ -19,6 +19,7 @@ from .cli_options import field_help, options_from
 from .config import MineConfig
 from .generation.config import QueryGenConfig
 from .generation.graded_config import GradedGenConfig
+from .generation.negative_config import NegativeGenConfig
 from .training.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -285,17 +286,22 @@ def evaluate(
 @app.command()
 @options_from(TrainConfig, panel="Training options (TrainConfig fields)")
 def train(
-    run: Annotated[str, Opt("--run", "--negatives", help=field_help(TrainConfig, "run"))],
+    run: Annotated[str | None, Opt("--run", help=field_help(TrainConfig, "run"))] = None,
     dataset: Annotated[str | None, Opt(help="dataset the run was mined from (checked against the run)")] = None,
     overwrite: Annotated[bool, Opt(help="replace a model trained with other settings")] = False,
     quiet: QuietOpt = False,
     **options: Any,
 ) -> None:
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
+    options = _given(options)
+    if run is None:  # --negatives RUN: the old name of --run (the negatives' source is then mined)
+        source = options.pop("negatives", None)
+        if source is None or source in ("mined", "generated", "both"):
+            _fail("give --run RUN_DIR (a run folder from `hardneg mine`)")
+        run = source
     from .runs.run import Run
     from .training import train as train_fn
 
-    options = _given(options)
     loaded = _call(Run.load, path=run)
     mined_from = loaded.manifest["config"]["dataset"]
     if dataset is not None and str(Path(dataset).resolve()) != str(Path(mined_from).resolve()):
@@ -407,6 +413,36 @@ def generate_graded(
     for reason, n in m["counts"]["dropped"].items():
         t.add_row(f"  dropped: {reason}", str(n))
     t.add_row("real positives", f"grades {m['dataset']['real_grades']['rule']}")
+
+
+NEGATIVES = "Generation options (NegativeGenConfig fields)"
+
+
+@generate_app.command("negatives")
+@options_from(NegativeGenConfig, panel=NEGATIVES, skip=("llm_judge",), replace={"judge": Annotated[
+    list[str] | None, Opt(help=f"{field_help(NegativeGenConfig, 'judge')}; and/or "
+                          f"{field_help(NegativeGenConfig, 'llm_judge')}; repeat for both", rich_help_panel=NEGATIVES)]})
+def generate_negatives(
+    overwrite: Annotated[bool, Opt(help="replace negatives generated with other settings at --out")] = False,
+    quiet: QuietOpt = False,
+    **options: Any,
+) -> None:
+    """Write LLM hard negatives: per query a passage that looks relevant but does not answer it.
+
+    Synthetic documents gen-neg:<query id>:<k>, attached to their query only; bad output retried, then dropped;
+    the judge drops accidental positives. Train with them: `hardneg train --negatives generated|both --generated OUT`."""
+    from .generation.negatives import generate_negatives as generate_fn
+    from .progress import Reporter
+
+    options = _given(options | _judges(options["judge"]))
+    res = _call(generate_fn, reporter=Reporter(not quiet), overwrite=overwrite, **options)
+    m = res.manifest
+    t = Table(title=escape(f"generated negatives {res.path}"), show_header=False)
+    t.add_row("queries", f"{m['dataset']['written_for']} of {m['dataset']['queries']}")
+    t.add_row("asked", str(m["counts"]["asked"]))
+    t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries_with_negatives']} queries)")
+    for reason, n in m["counts"]["dropped"].items():
+        t.add_row(f"  dropped: {reason}", str(n))
     g = m["generation"]
     t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
               f"{g['completion_tokens']} tokens generated")

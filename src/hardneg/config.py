@@ -74,8 +74,9 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class ScoreWithSpec(TeacherSpec):
-    """``e5+bm25:stem+dense:MODEL``: the extra teachers that score a run's candidates for soft labels
-    (kind ``scores``; ``str()`` joins the members with ``+``)."""
+    """``e5+bm25:stem+dense:MODEL+cross-encoder:MODEL``: the extra teachers that score a run's candidates
+    for soft labels (kind ``scores``; ``str()`` joins the members with ``+``). A cross-encoder scores
+    only (:mod:`hardneg.candidates.teachers.cross_encoder`: GPL's pseudo-labels)."""
 
     @staticmethod
     def parse(text: str | TeacherSpec) -> ScoreWithSpec:  # type: ignore[override]
@@ -84,7 +85,18 @@ class ScoreWithSpec(TeacherSpec):
         parts = [p for p in str(text).split("+") if p.strip()]
         if not parts:
             raise ConfigError("expected one or more teachers joined by '+', e.g. e5+bm25:stem")
-        return ScoreWithSpec("scores", tuple(_teacher_member(p) for p in parts))
+        return ScoreWithSpec("scores", tuple(_score_member(p) for p in parts))
+
+
+def _score_member(text: str) -> tuple[str, str | None]:
+    """A teacher member, or ``cross-encoder:MODEL`` (scoring only)."""
+    kind, _, option = text.strip().partition(":")
+    if kind.strip().lower() == "cross-encoder":
+        if not option.strip():
+            raise ConfigError(f"'{text.strip()}': name the model, cross-encoder:PATH (a CrossEncoder folder, e.g. "
+                              "from `hardneg train-judge`, or a hub id)")
+        return "cross-encoder", option.strip()
+    return _teacher_member(text)
 
 
 def _teacher_member(text: str) -> tuple[str, str | None]:
@@ -218,7 +230,8 @@ class MineConfig(BaseModel):
                                   description="bm25[:stem] | dense[:MODEL] | e5[:enpt] | hybrid[:bm25+dense:MODEL+e5]")
     score_with: ScoreWithField | None = Field(
         None, description="extra teachers that score every candidate, positive and negative for soft labels "
-        "(score_<teacher> columns), e.g. e5+bm25:stem+dense:MODEL; not used to search or filter")
+        "(score_<teacher> columns), e.g. e5+bm25:stem+dense:MODEL, or cross-encoder:MODEL (GPL's pseudo-labels: "
+        "raw logits, column cross-encoder_<folder>); not used to search or filter")
     fusion: str = Field("rrf", description=f"hybrid fusion: {' | '.join(FUSIONS)}")
     filter_on: str | None = Field(None, description="teacher whose scores the filters use (hybrid: first dense)")
     filter: FilterField = Field("percpos:0.95", validate_default=True,

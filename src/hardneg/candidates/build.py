@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..progress import SILENT, Reporter
 from ..runs.cache import Cache
+from ..runs.fingerprint import env_cache_dir
 from .teacher_scores import teacher_name
 from .teachers import BM25Teacher, DenseTeacher, HybridTeacher, Teacher
 from .teachers.e5 import E5Teacher
@@ -53,13 +54,19 @@ def _member(cfg: MineConfig, kind: str, option: str | None, name: str) -> Teache
 def build_scorers(cfg: MineConfig) -> list[Teacher]:
     """The extra teachers of ``cfg.score_with`` (soft labels only), each named for its column
     (:func:`hardneg.candidates.teacher_scores.teacher_name`). A dense one uses the packaged prompts
-    of its model (not the mining teacher's ``query_prompt``)."""
+    of its model (not the mining teacher's ``query_prompt``); a cross-encoder is loaded and checked here."""
     if cfg.score_with is None:
         return []
     out: list[Teacher] = []
     for kind, option in cfg.score_with.members:
         name = teacher_name(kind, option)
-        if kind == "dense":
+        if kind == "cross-encoder":  # GPL's pseudo-labels: checked now, before any mining
+            from .teachers.cross_encoder import CrossEncoderTeacher
+
+            ce = CrossEncoderTeacher(str(option), batch_size=cfg.batch_size, device=cfg.device, name=name)
+            ce.check(str(env_cache_dir(cfg.cache_dir)))
+            out.append(ce)
+        elif kind == "dense":
             out.append(DenseTeacher(option, batch_size=cfg.batch_size, search=cfg.search, device=cfg.device,
                                     name=name, seed=cfg.seed, encoder=cfg.encoder_for(option),
                                     embedding_dtype=cfg.embedding_dtype))

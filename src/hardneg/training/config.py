@@ -70,6 +70,12 @@ class TrainConfig(BaseModel):
     wasserstein_form: str = Field("list", description="graded-wasserstein: list (each query's 1-D W1 along the grade "
                                   "axis) | gaussian (the SyCL code's: 2-Wasserstein between Gaussians fitted over the "
                                   "batch)")
+    negatives: str = Field("mined", description="mined | generated | both: the negative slots hold the run's mined "
+                           "negatives, the LLM-written ones of --generated (k = num_negatives or its per_query), or the "
+                           "mined ones then every generated one (k + per_query); a query short of any is left out. "
+                           "Without --run, --negatives RUN is the run folder (its old name)")
+    generated: str | None = Field(None, description="folder from `hardneg generate negatives` (for --negatives "
+                                  "generated | both); its fingerprint enters the model's settings key")
 
 
     def fingerprint_settings(self) -> dict[str, Any]:
@@ -78,10 +84,11 @@ class TrainConfig(BaseModel):
         unset = {k for k in _LATER if getattr(self, k) == TrainConfig.model_fields[k].default}
         if self.hard_batches:  # the sampler's settings are all part of a hard-batch model's key
             unset -= {"cluster_size", "recluster_every"}
-        return self.model_dump(exclude={"out", "run"} | unset)
+        return self.model_dump(exclude={"out", "run", "generated"} | unset)  # generated: its content's key
 
 
 _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",
           "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
           "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every",
-          "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form", "graded_judged_zeros")
+          "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form", "graded_judged_zeros",
+          "negatives", "generated")

@@ -28,20 +28,29 @@ MANIFEST = "hardneg_train.json"
 
 def training_table(run: Run, loss: str, num_negatives: int | None = None, teacher_scores: str | None = None,
                    teacher_norm: str = "zscore", teacher_scale: float = 1.0,
-                   graded_positives: int | None = None, graded_judged_zeros: bool = True) -> pa.Table:
+                   graded_positives: int | None = None, graded_judged_zeros: bool = True, negatives: str = "mined",
+                   generated: str | None = None) -> pa.Table:
     """The columns ``loss`` expects, built from the run: pairs for in-batch MNRL; n-tuples (queries
     with every negative; each positive its own row) for the others, with score labels for distillation:
     the filter teacher's raw scores, or with ``teacher_scores`` the named teachers' scores fused per
     row (:func:`hardneg.training.soft_labels.fuse`); graded lists (one row per query, up to
     ``graded_positives`` positives with their grades, then the judged grade-0 documents unless
     ``graded_judged_zeros`` is False, then mined negatives) for the graded losses
-    (:func:`hardneg.training.graded_table.graded_table`)."""
+    (:func:`hardneg.training.graded_table.graded_table`); with ``negatives`` ``generated`` or ``both``, the
+    LLM-written negatives of the folder ``generated`` in the negative slots
+    (:func:`hardneg.training.generated_negatives.generated_table`)."""
     if loss not in LOSSES:
         raise ConfigError(f"unknown loss '{loss}' (choose from {', '.join(LOSSES)})")
     if teacher_scores is not None and loss not in WITH_LABELS:
         raise ConfigError(f"teacher_scores: loss '{loss}' takes no labels (use {', '.join(WITH_LABELS)})")
     if graded_positives is not None and loss not in GRADED:
         raise ConfigError(f"graded_positives: only for the graded losses ({', '.join(GRADED)}), not '{loss}'")
+    if negatives != "mined":
+        from .generated_negatives import check_negative_source, generated_table
+
+        check_negative_source(negatives, generated, loss, 0, run)
+        assert generated is not None  # checked
+        return generated_table(run, generated, negatives, num_negatives)
     if loss in GRADED:
         from .graded_table import graded_table
 
@@ -127,8 +136,13 @@ def train(run: str | Path | Run, out: str | Path, model: str | None = None, over
     cfg = TrainConfig(run=str(run.path or "<in-memory run>"), out=str(out), model=model, **options)
     source = {"path": str(run.path) if run.path else None, "config_fingerprint": run.manifest["config_fingerprint"],
               "config": run.manifest["config"]}
+    if cfg.negatives != "mined" and cfg.generated is not None:  # which negatives: in the manifest and the key
+        from .generated_negatives import generated_source
+
+        source["generated"] = generated_source(cfg.generated)
     return train_on_table(lambda: training_table(run, cfg.loss, cfg.num_negatives, cfg.teacher_scores, cfg.teacher_norm,
-                                                 cfg.teacher_scale, cfg.graded_positives, cfg.graded_judged_zeros),
+                                                 cfg.teacher_scale, cfg.graded_positives, cfg.graded_judged_zeros,
+                                                 cfg.negatives, cfg.generated),
                           cfg, source, overwrite, progress, run=run)
 
 
@@ -171,11 +185,16 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
 
     _check_run_methods(cfg, run)
     _check_graded(cfg)
+    if cfg.negatives != "mined" or cfg.generated is not None:
+        from .generated_negatives import check_negative_source
+
+        check_negative_source(cfg.negatives, cfg.generated, cfg.loss, cfg.remine_every, run)
     from .hard_batches import hard_batch_sampler
 
     base_path = resolve_model(cfg.model)
     key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
-                       folder_fingerprint(base_path), metadata.version("hardneg"))
+                       folder_fingerprint(base_path), metadata.version("hardneg"),
+                       *([source["generated"]["fingerprint"]] if "generated" in source else []))
     out = Path(cfg.out)
     done = out / MANIFEST
     if done.exists() and not overwrite:
