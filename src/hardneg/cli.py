@@ -337,6 +337,34 @@ def experiment(
 
 
 @app.command()
+def inspect(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    compare: Annotated[Path | None, Opt(help="another run folder, or a sentence-transformers mine_hard_negatives "
+                                       "output (.parquet/.jsonl/datasets folder), to diff the negatives with")] = None,
+    out_path: Annotated[Path | None, Opt("--out", help="HTML file [default: RUN_DIR/inspect.html]")] = None,
+    serve: Annotated[bool, Opt(help="serve the page from 127.0.0.1 instead (runs too big to embed)")] = False,
+    port: Annotated[int, Opt(help="port for --serve (0: any free port)")] = 8765,
+) -> None:
+    """Browse a run: queries, every candidate with its scores and reason, charts, the manifest."""
+    from .inspect.page import inspect as inspect_fn
+    from .inspect.page import load_page
+
+    if not serve:
+        path = _call(inspect_fn, run=run_dir, out=out_path, compare=compare)
+        out.print(f"wrote {path}")
+        return
+    from .inspect.serve import make_server
+
+    page = _call(load_page, run=run_dir, compare=compare)
+    server = make_server(page, str(run_dir), port)
+    print(f"serving {run_dir} at http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
+
+
+@app.command()
 def report(
     exp_dir: Annotated[Path, typer.Argument(help="experiment folder")],
     out_path: Annotated[Path | None, Opt("--out", help="HTML file [default: EXP_DIR/report.html]")] = None,

@@ -1,0 +1,187 @@
+"""The inspector page in a real headless chromium (selenium + the system chromedriver), on real SciFact
+slice runs mined through the CLI: it loads with no console error and draws its charts, the search finds
+a query, a reason filter shows only that reason's candidates, the compare view lists the changed
+queries, a screenshot is not blank, crafted texts render as text, and the --serve page works.
+Skipped, with the reason, where no chromium/chromedriver is installed
+(``apt-get install -y chromium chromium-driver``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from inspect_helpers import browser, console_errors, mine, png_pixels, screenshot
+from typer.testing import CliRunner
+
+from hardneg.cli import app
+
+
+@pytest.fixture(scope="module")
+def driver() -> Any:
+    d, why = browser()
+    if d is None:
+        pytest.skip(why)
+    yield d
+    d.quit()
+
+
+@pytest.fixture(scope="module")
+def runs(slice_dir, cache_dir, tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("inspect-runs")
+    return (mine(slice_dir, tmp / "percpos", cache_dir, "percpos:0.95"),
+            mine(slice_dir, tmp / "none", cache_dir, "none"))
+
+
+@pytest.fixture(scope="module")
+def compare_page(runs) -> Path:
+    a, b = runs
+    out = a.parent / "compare.html"
+    res = CliRunner().invoke(app, ["inspect", str(a), "--compare", str(b), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def wait(driver: Any, script: str, timeout: float = 20.0) -> Any:
+    """Poll ``script`` (a JS expression) until it is truthy."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(f"return {script}")
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+def open_page(driver: Any, url: str) -> None:
+    driver.get_log("browser")  # drop what earlier pages logged
+    driver.get(url)
+    wait(driver, "document.body.getAttribute('data-ready') && document.getElementById('detail-title')")
+
+
+def list_ids(driver: Any) -> list[str]:
+    return driver.execute_script("return [...document.querySelectorAll('#qlist tr')].map(r => r.cells[0].textContent)")
+
+
+def set_value(driver: Any, element_id: str, value: str) -> None:
+    driver.execute_script("const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+                          "e.dispatchEvent(new Event(e.type === 'search' ? 'input' : 'change'))", element_id, value)
+
+
+def test_a_real_run_loads_searches_filters_and_draws(driver, runs, compare_page):
+    a, _ = runs
+    open_page(driver, compare_page.as_uri())
+    # The four charts are drawn by vega-embed (SVG inside each chart div), with no console error.
+    wait(driver, "document.querySelectorAll('.chart svg').length >= 4")
+    assert console_errors(driver) == []
+    neg = pq.read_table(a / "negatives.parquet")
+    assert driver.execute_script("return document.querySelectorAll('#qlist tr').length") == min(50, neg.num_rows)
+
+    # Search by text: a few words from the middle of a known query find it.
+    qid = neg.column("query_id")[7].as_py()
+    text = driver.execute_script("const D = JSON.parse(document.getElementById('hardneg-data').textContent);"
+                                 "return D.index.text[D.index.id.indexOf(arguments[0])]", qid)
+    words = " ".join(text.split()[1:4])
+    set_value(driver, "search", words)
+    ids = list_ids(driver)
+    assert qid in ids and all(words.lower() in t.lower() for t in driver.execute_script(
+        "return [...document.querySelectorAll('#qlist tr')].map(r => r.cells[1].textContent)"))
+    set_value(driver, "search", qid)
+    assert list_ids(driver)[0] == qid
+
+    # A reason filter: only queries with a percpos drop are listed, and their candidates shown are only those.
+    set_value(driver, "search", "")
+    set_value(driver, "f-reason", "6")  # REASONS[6] == "percpos"
+    cand = pq.read_table(a / "candidates.parquet")
+    reasons = np.asarray(cand.column("reason").to_pylist(), dtype=object)
+    with_percpos = set(np.asarray(cand.column("query_id").to_pylist())[reasons == "percpos"].tolist())
+    assert with_percpos and set(list_ids(driver)) == with_percpos
+    driver.execute_script("document.querySelector('#qlist tr').click()")
+    shown = wait(driver, "document.querySelectorAll('#candidates tr.cand').length && "
+                         "[...document.querySelectorAll('#candidates tr.cand')].map(r => r.dataset.reason)")
+    assert shown and set(shown) == {"percpos"}
+    first = list_ids(driver)[0]
+    assert len(shown) == int(((reasons == "percpos") & (np.asarray(cand.column("query_id").to_pylist()) == first)).sum())
+
+    # The compare view: the changed queries are those whose negatives differ between the two runs.
+    b_neg = pq.read_table(runs[1] / "negatives.parquet")
+    a_sets = dict(zip(neg.column("query_id").to_pylist(), map(set, neg.column("negative_ids").to_pylist())))
+    changed = {q for q, ids in zip(b_neg.column("query_id").to_pylist(), b_neg.column("negative_ids").to_pylist())
+               if set(ids) != a_sets[q]}
+    assert changed  # percpos dropped some top candidates, so the unfiltered run picked others
+    set_value(driver, "f-reason", "")
+    driver.execute_script("const c = document.getElementById('f-changed'); c.checked = true;"
+                          "c.dispatchEvent(new Event('change'))")
+    assert set(list_ids(driver)) == changed
+    assert f"{len(changed)} of {neg.num_rows} matched queries changed" in driver.find_element("id", "compare-counts").text
+    driver.execute_script("document.querySelector('#qlist tr').click()")
+    wait(driver, "document.getElementById('side-by-side')")
+    sides = driver.execute_script("return [...document.querySelectorAll('#side-by-side .half')].map("
+                                  "h => h.querySelectorAll('tr').length - 1)")
+    assert sides == [4, 4]
+
+    # A screenshot: not blank (many distinct colours, not one background).
+    pixels = png_pixels(screenshot(driver))
+    assert pixels.shape[0] > 100 and len(np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)) > 20
+    assert pixels.std() > 10
+    assert console_errors(driver) == []
+
+
+def crafted(tmp: Path) -> Path:
+    """A BEIR folder whose texts try to break out of the page."""
+    evil = ["</script><script>window.__pwned = 1</script>", "<img src=x onerror=\"window.__pwned=2\">",
+            "quotes \" ' ` and &amp; &lt;b&gt;", "Ünïcødé — 東京 🙂 \u2028 line separator"]
+    docs = [{"_id": f"d{i}", "title": "", "text": f"{t} cells proteins {i}"} for i, t in enumerate(evil * 3)]
+    queries = [{"_id": "q<1>", "text": "cells proteins </script><b>bold</b> Ünï"},
+               {"_id": "q2", "text": "proteins \" ' 東京"}]
+    (tmp / "qrels").mkdir(parents=True)
+    (tmp / "corpus.jsonl").write_text("\n".join(json.dumps(d, ensure_ascii=False) for d in docs) + "\n", "utf-8")
+    (tmp / "queries.jsonl").write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in queries) + "\n", "utf-8")
+    (tmp / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq<1>\td0\t1\nq2\td3\t1\n")
+    return tmp
+
+
+def test_texts_with_script_tags_quotes_and_non_ascii_render_as_text(driver, tmp_path, cache_dir):
+    run = mine(crafted(tmp_path / "evil"), tmp_path / "run", cache_dir, "none", n=3)
+    out = tmp_path / "evil.html"
+    assert CliRunner().invoke(app, ["inspect", str(run), "--out", str(out)]).exit_code == 0
+    assert "</script><script>window.__pwned" not in out.read_text("utf-8")
+    open_page(driver, out.as_uri())
+    assert driver.execute_script("return window.__pwned") is None
+    assert driver.execute_script("return document.querySelectorAll('#detail b, #detail img').length") == 0
+    assert list_ids(driver) == ["q2", "q<1>"]  # ids sorted: '2' < '<'
+    set_value(driver, "search", "q<1>")
+    assert list_ids(driver) == ["q<1>"]
+    driver.execute_script("document.querySelector('#qlist tr').click()")
+    wait(driver, "document.getElementById('detail-title').textContent === 'q<1>'")
+    assert driver.find_element("css selector", "#detail .query").text == "cells proteins </script><b>bold</b> Ünï"
+    texts = driver.execute_script("return [...document.querySelectorAll('#candidates td.text')].map(t => t.textContent)")
+    assert "</script><script>window.__pwned = 1</script> cells proteins 4" in texts
+    assert any(t.startswith("Ünïcødé — 東京 🙂 \u2028 line separator") for t in texts)
+    assert any(t.startswith("quotes \" ' ` and &amp; &lt;b&gt;") for t in texts)
+    assert console_errors(driver) == []
+
+
+def test_the_served_page_fetches_each_query(driver, runs):
+    from hardneg.inspect.page import load_page
+    from hardneg.inspect.serve import start
+
+    server = start(load_page(runs[0]), "served", port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+        open_page(driver, f"http://127.0.0.1:{server.server_port}/")
+        assert driver.execute_script("return JSON.parse(document.getElementById('hardneg-data').textContent).details"
+                                     ) is None  # nothing embedded: the details come from the server
+        driver.execute_script("document.querySelectorAll('#qlist tr')[3].click()")
+        qid = list_ids(driver)[3]
+        wait(driver, f"document.getElementById('detail-title').textContent === {json.dumps(qid)}")
+        rows = driver.execute_script("return document.querySelectorAll('#candidates tr.cand').length")
+        cand = pq.read_table(runs[0] / "candidates.parquet")
+        assert rows == cand.column("query_id").to_pylist().count(qid)
+        assert console_errors(driver) == []
+    finally:
+        server.shutdown()
