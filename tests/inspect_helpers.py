@@ -42,9 +42,11 @@ def browser() -> tuple[Any, str]:
               "--window-size=1400,1000", "--allow-file-access-from-files"):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    from selenium.common.exceptions import WebDriverException
+
     try:
         return webdriver.Chrome(service=Service(driver), options=opts), ""
-    except Exception as exc:  # a browser that does not start is a reason to skip, named
+    except WebDriverException as exc:  # a browser that does not start is a reason to skip, named
         return None, f"headless chromium did not start: {str(exc).splitlines()[0]}"
 
 

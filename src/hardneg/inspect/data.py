@@ -213,7 +213,7 @@ class PageData:
                 f"lowest positive's {filter_on} score minus the negative's", "negatives",
                 "Margin of the selected negatives to the lowest positive", normalise=False)})
         counts = np.bincount(reason[st == 0], minlength=len(REASONS))
-        labels = [REASONS[i] for i in range(1, len(REASONS)) if counts[i]]
+        labels = [REASONS[i] for i in range(2, len(REASONS)) if counts[i]]  # known positives are no drop
         if labels:
             out.append({"id": "chart-reasons", "spec": plots.bar_chart(
                 labels, [int(counts[REASON_CODE[r]]) for r in labels], "candidates dropped", "",

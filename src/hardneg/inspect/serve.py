@@ -32,7 +32,7 @@ def make_server(page: PageData, label: str, port: int = 0, cache_dir: str | None
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in ("/", "/index.html"):
                 return self._send(200, body, "text/html; charset=utf-8")
