@@ -185,3 +185,50 @@ def test_the_served_page_fetches_each_query(driver, runs):
         assert console_errors(driver) == []
     finally:
         server.shutdown()
+
+
+def test_the_report_draws_its_charts_and_links_the_run_inspector(driver, runs, tmp_path):
+    """A report over an experiment folder holding a real mined run; the cells' scores are made up here (the
+    real grid, trained, is tests/test_train_experiment.py's): every chart is drawn, the link opens the
+    run's inspector page."""
+    import shutil
+
+    from hardneg.evaluation.retrieval import Evaluation
+    from hardneg.experiment.config import ExperimentConfig
+    from hardneg.experiment.report import report
+    from hardneg.experiment.results import summarise
+
+    qids = pq.read_table(runs[0] / "negatives.parquet").column("query_id").to_pylist()
+
+    def cell(shift: float) -> Evaluation:
+        pq_ = {q: float(np.clip(0.5 + shift + 0.3 * np.sin(i * (1 + shift)), 0, 1)) for i, q in enumerate(qids)}
+        return Evaluation({"ndcg@10": float(np.mean(list(pq_.values()))), "recall@100": 0.9, "mrr@10": 0.5},
+                          {"ndcg@10": pq_}, len(qids), {"train_steps": 3})
+    cfg = ExperimentConfig(dataset="d", baseline="st", permutations=199,
+                           variants=[{"name": "st", "kind": "st"}, {"name": "mined"}])
+    cells = {"st": [cell(0.0)], "mined": [cell(0.05)]}
+    res = summarise(cfg, cell(-0.1), cells)
+    exp = tmp_path / "exp"
+    for name, evals in cells.items():
+        folder = exp / "variants" / name / "seed-0"
+        evals[0].save_per_query(folder / "per_query.jsonl")
+        (folder / "metrics.json").write_text(json.dumps(evals[0].as_json()))
+        (folder / "model").mkdir()
+        (folder / "model" / "hardneg_train.json").write_text(json.dumps(
+            {"loss_log": [{"step": s, "loss": 2.0 / s} for s in (1, 2, 3)]}))
+    shutil.copytree(runs[0], exp / "variants" / "mined" / "run")
+    (exp / "results.json").write_text(json.dumps(res))
+    page = report(exp)
+    open_url = page.as_uri()
+    driver.get_log("browser")
+    driver.get(open_url)
+    # Δ with CIs, the win/loss scatter, the training curves, the mined run's histogram: four charts.
+    wait(driver, "document.querySelectorAll('.chart svg').length === 4")
+    assert driver.find_element("css selector", "p.wl").text.startswith("mined: ")
+    assert console_errors(driver) == []
+    href = driver.find_element("css selector", "a.inspect").get_attribute("href")
+    assert href.endswith("variants/mined/run/inspect.html")
+    driver.find_element("css selector", "a.inspect").click()
+    wait(driver, "document.body.getAttribute('data-ready') && document.getElementById('detail-title')")
+    assert driver.find_element("id", "detail-title").text == qids[0]
+    assert console_errors(driver) == []

@@ -39,14 +39,17 @@ def _altair() -> Any:
 def vega_bundle(cache_dir: str | None = None) -> str:
     """The vega + vega-lite + vega-embed JavaScript (defines ``vegaEmbed``), for the Vega-Lite version
     altair writes. vl-convert bundles it on first use (a few seconds); it is kept in the cache."""
+    from importlib.metadata import version as package_version
+
     import vl_convert as vlc
     from altair.utils._importers import vl_version_for_vl_convert
 
     version = vl_version_for_vl_convert()
-    path = Path(env_cache_dir(cache_dir)) / "vega" / f"vega-embed-{vlc.__version__}-{version}.js"
+    name = f"vega-embed-{package_version('vl-convert-python')}-{version}.js"
+    path = Path(env_cache_dir(cache_dir)) / "vega" / name
     if path.exists():
         return path.read_text(encoding="utf-8")
-    text = str(vlc.javascript_bundle(vl_version=version))
+    text = str(vlc.javascript_bundle(vl_version=version))  # type: ignore[call-arg]  # the snippet is optional
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, text)
     return text
