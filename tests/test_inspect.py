@@ -118,3 +118,23 @@ def test_the_server_answers_on_loopback(runs):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/query/{page.num_queries}", timeout=10)
     finally:
         server.shutdown()
+
+
+def test_an_audit_run_shows_what_became_of_each_hidden_positive(slice_dir, cache_dir, tmp_path):
+    """``hardneg audit --save-run``: the page's outcomes agree with the audit's own counts."""
+    out = tmp_path / "audited"
+    res = CliRunner().invoke(app, ["audit", "--dataset", str(slice_dir), "--split", "train", "--teacher", "bm25",
+                                   "--filter", "percpos:0.95", "--num-negatives", "4", "--cache-dir", str(cache_dir),
+                                   "--save-run", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output.strip().splitlines()[-1])
+    page = load_page(out)
+    assert page.cand_hidden is not None
+    final = result["stages"][-1]
+    assert int((page.cand_hidden & (page.cand_status == 2)).sum()) == final["returned_hidden"] > 0
+    assert int((page.cand_hidden & (page.cand_status == 0)).sum()) >= 1  # percpos caught one here
+    outcome = page.audit_outcomes()
+    assert int((outcome > 0).sum()) == result["queries"]
+    qrow = np.repeat(np.arange(page.num_queries), np.diff(page.cand_off))
+    assert set(np.nonzero(outcome == 3)[0]) == set(qrow[page.cand_hidden & (page.cand_status == 2)].tolist())
+    assert page.query_index()["audit"] == outcome.tolist()

@@ -166,6 +166,29 @@ def test_texts_with_script_tags_quotes_and_non_ascii_render_as_text(driver, tmp_
     assert console_errors(driver) == []
 
 
+def test_an_audit_run_filters_by_outcome(driver, slice_dir, cache_dir, tmp_path):
+    run = tmp_path / "audited"
+    res = CliRunner().invoke(app, ["audit", "--dataset", str(slice_dir), "--split", "train", "--teacher", "bm25",
+                                   "--filter", "percpos:0.95", "--num-negatives", "4", "--cache-dir", str(cache_dir),
+                                   "--save-run", str(run), "--quiet"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "audit.html"
+    assert CliRunner().invoke(app, ["inspect", str(run), "--out", str(out)]).exit_code == 0
+    open_page(driver, out.as_uri())
+    set_value(driver, "f-audit", "3")  # hidden positive returned as a negative
+    ids = list_ids(driver)
+    hidden = json.loads((run / "manifest.json").read_text())["audit"]["hidden"]
+    assert ids and set(ids) <= set(hidden["query_id"])
+    for i in range(len(ids)):
+        driver.execute_script("document.querySelectorAll('#qlist tr')[arguments[0]].click()", i)
+        wait(driver, f"document.getElementById('detail-title').textContent === {json.dumps(ids[i])}")
+        rows = driver.execute_script("return [...document.querySelectorAll('#candidates tr.hidden')].map("
+                                     "r => [r.cells[1].textContent, r.className])")
+        assert any(c == "cand selected hidden" for _, c in rows)
+        assert {d for d, _ in rows} <= {d for q, d in zip(hidden["query_id"], hidden["doc_id"]) if q == ids[i]}
+    assert console_errors(driver) == []
+
+
 def test_the_served_page_fetches_each_query(driver, runs):
     from hardneg.inspect.page import load_page
     from hardneg.inspect.serve import start

@@ -124,6 +124,8 @@ def audit(
     split: Annotated[str, Opt(help="qrels split")] = "test",
     hide_fraction: Annotated[float, Opt(help="share of each query's positives hidden from the miner")] = 0.5,
     seed: Annotated[int, Opt(help="seed for which positives are hidden (and the miner's seed)")] = 0,
+    save_run: Annotated[Path | None, Opt(help="write the final stage's run here, with its hidden positives, "
+                                         "for `hardneg inspect`")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     **options: Any,
@@ -136,7 +138,7 @@ def audit(
 
     options |= _judges(options["judge"])
     result = _call(audit_fn, dataset=dataset, split=split, hide_fraction=hide_fraction, seed=seed,
-                   reporter=Reporter(not quiet and not as_json), **options)
+                   reporter=Reporter(not quiet and not as_json), save_run=save_run, **options)
     if as_json:
         typer.echo(json.dumps(result))
         return

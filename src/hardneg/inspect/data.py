@@ -18,6 +18,9 @@ from ..runs.columns import flat
 from ..runs.run import Run
 
 STATUS = ("dropped", "kept", "selected")
+AUDIT_OUTCOMES = ("not audited", "hidden positive not returned", "hidden positive caught by a rule or judge",
+                  "hidden positive returned as a negative")
+"""Per query of a run saved by ``hardneg audit --save-run``: the worst that became of its hidden positives."""
 DIGITS = 4
 """Scores are rounded to this many decimals in the page (enough to tell neighbours apart)."""
 
@@ -67,6 +70,7 @@ class PageData:
     query_rows: np.ndarray  # the collection row of each query
     shortfall: np.ndarray
     relabelled: list[list[str]]
+    cand_hidden: np.ndarray | None = None  # audit runs: the candidate is a hidden positive
     compare: dict[str, Any] | None = field(default=None)
 
     @classmethod
@@ -96,12 +100,19 @@ class PageData:
                 pos_scores[t] = flat(neg, name)[0].astype(np.float64)
         relabelled = (neg.column("relabelled_ids").to_pylist() if "relabelled_ids" in neg.column_names
                       else [[] for _ in range(nq)])
+        hidden = None
+        if run.manifest.get("audit"):
+            h = run.manifest["audit"]["hidden"]
+            keys = col.query_index(h["query_id"]).astype(np.int64) * col.num_docs + col.doc_index(h["doc_id"])
+            qrows = col.query_index(qids).astype(np.int64)
+            hidden = np.isin(qrows[cq[order]] * col.num_docs + cand_doc, keys)
         return cls(run=run, col=col, teachers=teachers, cand_off=_groups(cq, nq), cand_doc=cand_doc,
                    cand_rank=rank[order], cand_status=status[order], cand_reason=_codes(cand.column("reason"))[order],
                    cand_scores=scores, pos_off=_groups(pos_parent.astype(np.int64), nq),
                    pos_doc=col.doc_index(list(pos_ids)).astype(np.int64), pos_grade=pos_grade.astype(np.int64),
                    pos_scores=pos_scores, query_rows=col.query_index(qids).astype(np.int64),
-                   shortfall=neg.column("shortfall").to_numpy().astype(np.int64), relabelled=relabelled)
+                   shortfall=neg.column("shortfall").to_numpy().astype(np.int64), relabelled=relabelled,
+                   cand_hidden=hidden)
 
     @property
     def num_queries(self) -> int:
@@ -126,6 +137,23 @@ class PageData:
                "candidates": np.diff(self.cand_off).tolist(), "selected": selected.tolist()}
         if self.compare is not None:
             out["changed"] = self.compare["changed_mask"]
+        if self.cand_hidden is not None:
+            out["audit"] = self.audit_outcomes().tolist()
+        return out
+
+    def audit_outcomes(self) -> np.ndarray:
+        """Per query, an index into AUDIT_OUTCOMES: 0 for a query with no hidden positive, else the worst
+        that became of one: returned as a negative (3), dropped by a rule or judge (2), neither (1)."""
+        nq = self.num_queries
+        out = np.zeros(nq, dtype=np.int64)
+        h = self.run.manifest["audit"]["hidden"]
+        audited = np.isin(self.query_rows, self.col.query_index(h["query_id"]))
+        out[audited] = 1
+        if self.cand_hidden is None:
+            return out
+        qrow = np.repeat(np.arange(nq), np.diff(self.cand_off))
+        np.maximum.at(out, qrow[self.cand_hidden & (self.cand_status == 0)], 2)
+        np.maximum.at(out, qrow[self.cand_hidden & (self.cand_status == 2)], 3)
         return out
 
     def details(self, rows: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -139,6 +167,8 @@ class PageData:
         c_len, p_len = (self.cand_off[rows + 1] - self.cand_off[rows]), (self.pos_off[rows + 1] - self.pos_off[rows])
         cand = {"doc": self.cand_doc[c_idx].tolist(), "rank": self.cand_rank[c_idx].tolist(),
                 "status": self.cand_status[c_idx].tolist(), "reason": self.cand_reason[c_idx].tolist()}
+        if self.cand_hidden is not None:
+            cand["hidden"] = self.cand_hidden[c_idx].astype(np.int8).tolist()
         cscores = {t: _json_floats(s[c_idx]) for t, s in self.cand_scores.items()}
         pos = {"doc": self.pos_doc[p_idx].tolist(), "grade": self.pos_grade[p_idx].tolist()}
         pscores = {t: _json_floats(s[p_idx]) for t, s in self.pos_scores.items()}
@@ -223,6 +253,7 @@ class PageData:
     def head(self, label: str) -> dict[str, Any]:
         """What every page has: the run's name, teachers, reasons, status names, manifest, charts."""
         return {"run": label, "teachers": self.teachers, "reasons": list(REASONS), "status": list(STATUS),
+                "audit_outcomes": list(AUDIT_OUTCOMES) if self.cand_hidden is not None else None,
                 "filter_on": self.run.manifest.get("filter_on"), "manifest": self.run.manifest,
                 "charts": self.charts(), "index": self.query_index(),
                 "compare": None if self.compare is None else

@@ -42,7 +42,7 @@
   function filters() {
     return {q: $("search").value.trim().toLowerCase(), shortfall: $("f-shortfall").value,
             reason: $("f-reason").value, relabelled: $("f-relabelled").checked,
-            changed: $("f-changed") ? $("f-changed").checked : false};
+            changed: $("f-changed") ? $("f-changed").checked : false, audit: $("f-audit") ? $("f-audit").value : ""};
   }
   function matches(i, f) {
     if (f.q && IDX.id[i].toLowerCase() !== f.q && IDX.text[i].toLowerCase().indexOf(f.q) < 0 &&
@@ -52,6 +52,7 @@
     if (f.reason !== "" && !(Math.floor(IDX.reasons[i] / Math.pow(2, +f.reason)) % 2)) return false;
     if (f.relabelled && !(IDX.relabelled[i] > 0)) return false;
     if (f.changed && IDX.changed[i] !== 1) return false;
+    if (f.audit !== "" && IDX.audit[i] !== +f.audit) return false;
     return true;
   }
   function refilter() {
@@ -100,8 +101,9 @@
         var r = d.cand.reason[j];
         if (reason !== "" && String(r) !== reason) return;
         shown++;
-        var status = D.status[d.cand.status[j]];
-        ct.appendChild(el("tr", {cls: "cand " + status, "data-reason": D.reasons[r] || "kept"}, [
+        var status = D.status[d.cand.status[j]] + (d.cand.hidden && d.cand.hidden[j] ? " · hidden positive" : "");
+        ct.appendChild(el("tr", {cls: "cand " + D.status[d.cand.status[j]] + (d.cand.hidden && d.cand.hidden[j] ? " hidden" : ""),
+                              "data-reason": D.reasons[r] || "kept"}, [
           el("td", {cls: "num", text: String(d.cand.rank[j])}), el("td", {text: docId(k)})]
           .concat(D.teachers.map(function (t) { return el("td", {cls: "num", text: fmt(d.cand.scores[t][j])}); }))
           .concat([el("td", {text: status}), el("td", {text: D.reasons[r]}), textCell(docText(k))])));
@@ -144,7 +146,10 @@
       if (i > 0) $("f-reason").appendChild(el("option", {value: String(i), text: r}));
     });
     if (!D.compare) $("f-changed-box").remove();
-    ["search", "f-shortfall", "f-reason", "f-relabelled", "f-changed"].forEach(function (id) {
+    if (D.audit_outcomes) D.audit_outcomes.forEach(function (o, i) {
+      $("f-audit").appendChild(el("option", {value: String(i), text: o}));
+    }); else $("f-audit-box").remove();
+    ["search", "f-shortfall", "f-reason", "f-relabelled", "f-changed", "f-audit"].forEach(function (id) {
       if (!$(id)) return;
       $(id).addEventListener(id === "search" ? "input" : "change", function () {
         refilter(); if (state.current >= 0 && id === "f-reason") show(state.current);

@@ -26,7 +26,7 @@ td,th{border:1px solid #ddd;padding:2px 6px;vertical-align:top}th{background:#f1
 td.num{text-align:right;font-variant-numeric:tabular-nums}td.text{max-width:640px}
 .layout{display:flex;gap:1.5em;align-items:flex-start}.list{flex:0 0 38%}.detail{flex:1;min-width:0}
 tr.qrow{cursor:pointer}tr.qrow:hover{background:#e7f5ff}tr.selected td{background:#e7f5ff}
-tr.dropped td{color:#868e96}tr.pos td{background:#ebfbee}.query{font-size:15px;font-weight:600}
+tr.dropped td{color:#868e96}tr.hidden td{background:#fff3bf}tr.pos td{background:#ebfbee}.query{font-size:15px;font-weight:600}
 .halves{display:flex;gap:1em}.half{flex:1}tr.added td{background:#ebfbee}tr.removed td{background:#fff5f5}
 .charts{display:flex;flex-wrap:wrap;gap:1em}#manifest{background:#f8f9fa;padding:.6em;max-height:420px;overflow:auto}
 .controls{margin:.4em 0;display:flex;flex-wrap:wrap;gap:.6em;align-items:center}summary{cursor:pointer}
@@ -39,6 +39,7 @@ BODY = """<h1 id="title"></h1>
  <option value="full">full</option></select></label>
  <label>has reason <select id="f-reason"><option value="">any</option></select></label>
  <label><input id="f-relabelled" type="checkbox"> has relabelled</label>
+ <label id="f-audit-box">audit outcome <select id="f-audit"><option value="">any</option></select></label>
  <label id="f-changed-box"><input id="f-changed" type="checkbox"> changed in the comparison</label>
 </div>
 <div id="compare"></div>
