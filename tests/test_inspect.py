@@ -138,3 +138,27 @@ def test_an_audit_run_shows_what_became_of_each_hidden_positive(slice_dir, cache
     qrow = np.repeat(np.arange(page.num_queries), np.diff(page.cand_off))
     assert set(np.nonzero(outcome == 3)[0]) == set(qrow[page.cand_hidden & (page.cand_status == 2)].tolist())
     assert page.query_index()["audit"] == outcome.tolist()
+
+
+def test_inspect_serve_through_the_command(runs):
+    """``hardneg inspect RUN --serve --port 0`` prints its loopback address and serves the page there."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "hardneg", "inspect", str(runs[0]), "--serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {runs[0]} at http://127.0.0.1:"), line
+        url = line.split(" at ")[1].split()[0]
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert 'id="hardneg-data"' in page
+        d = json.loads(urllib.request.urlopen(url + "api/query/0", timeout=30).read())
+        first = pq.read_table(runs[0] / "negatives.parquet").column("query_id")[0].as_py()
+        assert len(d["cand"]["doc"]) == pq.read_table(runs[0] / "candidates.parquet").column(
+            "query_id").to_pylist().count(first)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
