@@ -140,7 +140,7 @@ def scatter_chart(rows: Sequence[Mapping[str, Any]], x: str, y: str, x_title: st
         **({"color": alt.Color(f"{color}:N", legend=alt.Legend(title=None))} if color else {}))
     diag = alt.Chart(alt.Data(values=[{"a": 0, "b": 0}, {"a": 1, "b": 1}])).mark_line(
         color="#868e96", strokeDash=[4, 3]).encode(x="a:Q", y="b:Q")
-    return _spec(alt.layer(diag, point, title=title).properties(width=WIDTH, height=WIDTH))
+    return _spec(alt.layer(diag, point, title=title).properties(width=260, height=260))
 
 
 def line_chart(rows: Sequence[Mapping[str, Any]], x: str, y: str, color: str, x_title: str, y_title: str,

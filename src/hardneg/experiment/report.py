@@ -84,10 +84,10 @@ def _win_loss(exp: Path, res: dict[str, Any], chart: Charts) -> str:
         wins, losses = int((a > b).sum()), int((a < b).sum())
         rows = [{"query": q, "baseline": round(float(y), 4), "variant": round(float(x), 4)} for q, x, y in zip(qids, a, b)]
         title = f"{r['variant']}: {wins} wins, {losses} losses, {len(qids) - wins - losses} ties"
-        out.append(f'<p class="wl">{html.escape(title)}</p>' + chart(plots.scatter_chart(
-            rows, "baseline", "variant", f"{baseline} {label(PRIMARY)}", f"{r['variant']} {label(PRIMARY)}",
-            title=title)))
-    return "".join(out)
+        out.append(f'<div><p class="wl">{html.escape(title)}</p>' + chart(plots.scatter_chart(
+            rows, "baseline", "variant", f"{baseline} {label(PRIMARY)}", f"{r['variant']} {label(PRIMARY)}"))
+            + "</div>")
+    return '<div class="grid">' + "".join(out) + "</div>"
 
 
 def _curves(exp: Path, res: dict[str, Any]) -> dict[str, Any] | None:
@@ -174,7 +174,7 @@ def report(exp_dir: str | Path, out: str | Path | None = None, inspect_pages: bo
 <title>hardneg report: {html.escape(res['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-.q{{border-left:3px solid #ccc;padding-left:8px;margin:8px 0;font-size:13px}}.pos b{{color:#2b8a3e}}.neg b{{color:#c92a2a}}</style>
+.grid{{display:flex;flex-wrap:wrap;gap:1.5em}}.q{{border-left:3px solid #ccc;padding-left:8px;margin:8px 0;font-size:13px}}.pos b{{color:#2b8a3e}}.neg b{{color:#c92a2a}}</style>
 <script>{plots.vega_bundle()}</script></head><body>
 {''.join(body)}
 </body></html>"""
