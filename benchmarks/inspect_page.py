@@ -160,7 +160,7 @@ def main() -> None:
         else:
             run = hardneg.mine(DATA / "scifact", split="train", teacher=args.teacher, filter="percpos:0.95",
                                num_negatives=4, cache_dir=args.cache_dir, out=str(out / "scifact-run"))
-        rows = [("SciFact train, static", run), (f"synthetic {args.queries:,} queries, static", None)]
+        rows = [(f"{args.run or 'SciFact train'}, static", run), (f"synthetic {args.queries:,} queries, static", None)]
         for label, r in rows:
             r = r or synthetic_run(args.queries, args.per_query)
             t0 = time.perf_counter()
