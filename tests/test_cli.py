@@ -142,7 +142,7 @@ def test_outputs_get_the_users_file_mode(tmp_path, umask):
 
 
 MINE_ONLY = {"--config", "--out", "--overwrite", "--no-overwrite"}  # where a run is written and what may replace it
-AUDIT_ONLY = {"--hide-fraction", "--json"}  # audit writes nothing; it hides positives and reports
+AUDIT_ONLY = {"--hide-fraction", "--json", "--save-run"}  # audit hides positives and reports; --save-run keeps its final run
 AUDIT_OWN = {"--dataset", "--split", "--seed", "--quiet", "--no-quiet", "--help"}  # same names, audit's own help / defaults
 
 

@@ -214,7 +214,13 @@ def test_quick_experiment_and_report_through_the_cli(tmp_path, cache_dir, scifac
     res = runner.invoke(app, ["report", str(out)])
     assert res.exit_code == 0, res.output
     page = (out / "report.html").read_text()
-    assert page.count("<svg") == 4 and "st-recipe" in page and "<script" not in page
+    # Vega-Lite charts (issue 16 replaced the hand-drawn SVG): the Δ chart with CIs, a win/loss scatter per
+    # variant against the baseline, the training curves (3 steps, each logged), a histogram per mined run.
+    assert page.count('vegaEmbed("#chart-') == 1 + 3 + 1 + 3 and "st-recipe" in page
+    assert "No training loss was recorded" not in page and page.count('<p class="wl">') == 3
+    for name in dev_scores:  # each mined variant links its run's inspector page, written beside the run
+        assert f'href="variants/{name}/run/inspect.html"' in page
+        assert (out / "variants" / name / "run" / "inspect.html").stat().st_size > 100_000
 
 
 def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir, scifact_dir):

@@ -152,10 +152,13 @@ def stage_prefixes(filters: str | FilterChain) -> list[str]:
 
 
 def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: int = 0,
-          reporter: Reporter = SILENT, stages: bool = True, **mine_options: Any) -> dict[str, Any]:
+          reporter: Reporter = SILENT, stages: bool = True, save_run: str | Path | None = None,
+          **mine_options: Any) -> dict[str, Any]:
     """Hide ``hide_fraction`` of each query's positives (seeded), mine with ``mine_options``
     (any :func:`hardneg.mine` option) and measure. Returns one JSON-ready dict: the final chain's
-    ``fn_rate``, ``fn_recall``, ``coverage``, ``hardness_kept``, ``queries``, and one row per stage."""
+    ``fn_rate``, ``fn_recall``, ``coverage``, ``hardness_kept``, ``queries``, and one row per stage.
+    With ``save_run`` the final stage's run is written there, its manifest naming the hidden positives
+    (``audit.hidden``), so that ``hardneg inspect`` shows what became of each."""
     mine_options = {k: v for k, v in mine_options.items() if v is not None}
     mine_options.pop("out", None)
     mine_options.setdefault("seed", seed)
@@ -181,6 +184,10 @@ def audit(dataset: Any, split: str = "test", hide_fraction: float = 0.5, seed: i
         run = mine(visible, filter=f, reporter=reporter, **mine_options, **extra)
         rows.append((run, measure(run, visible, hidden)))
     final_run, final = rows[-1]
+    if save_run is not None:
+        final_run.manifest["audit"] = {"hide_fraction": hide_fraction, "seed": seed, "hidden": {
+            "query_id": visible.query_ids[hidden.query_idx].tolist(), "doc_id": visible.doc_ids[hidden.doc_idx].tolist()}}
+        final_run.save(save_run, overwrite=True, cache_dir=checked.cache_dir)
     return {
         "fn_rate": round(final.fn_rate, 6),
         "fn_recall": round(final.fn_recall, 6),

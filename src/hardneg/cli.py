@@ -126,6 +126,8 @@ def audit(
     split: Annotated[str, Opt(help="qrels split")] = "test",
     hide_fraction: Annotated[float, Opt(help="share of each query's positives hidden from the miner")] = 0.5,
     seed: Annotated[int, Opt(help="seed for which positives are hidden (and the miner's seed)")] = 0,
+    save_run: Annotated[Path | None, Opt(help="write the final stage's run here, with its hidden positives, "
+                                         "for `hardneg inspect`")] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     **options: Any,
@@ -138,7 +140,7 @@ def audit(
 
     options |= _judges(options["judge"])
     result = _call(audit_fn, dataset=dataset, split=split, hide_fraction=hide_fraction, seed=seed,
-                   reporter=Reporter(not quiet and not as_json), **options)
+                   reporter=Reporter(not quiet and not as_json), save_run=save_run, **options)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -341,6 +343,34 @@ def experiment(
 
     print(results_markdown(results))
     print(f"results in {folder}/results.md and results.json")
+
+
+@app.command()
+def inspect(
+    run_dir: Annotated[Path, typer.Argument(help="run folder")],
+    compare: Annotated[Path | None, Opt(help="another run folder, or a sentence-transformers mine_hard_negatives "
+                                       "output (.parquet/.jsonl/datasets folder), to diff the negatives with")] = None,
+    out_path: Annotated[Path | None, Opt("--out", help="HTML file [default: RUN_DIR/inspect.html]")] = None,
+    serve: Annotated[bool, Opt(help="serve the page from 127.0.0.1 instead (runs too big to embed)")] = False,
+    port: Annotated[int, Opt(help="port for --serve (0: any free port)")] = 8765,
+) -> None:
+    """Browse a run: queries, every candidate with its scores and reason, charts, the manifest."""
+    from .inspect.page import inspect as inspect_fn
+    from .inspect.page import load_page
+
+    if not serve:
+        path = _call(inspect_fn, run=run_dir, out=out_path, compare=compare)
+        out.print(f"wrote {path}")
+        return
+    from .inspect.serve import make_server
+
+    page = _call(load_page, run=run_dir, compare=compare)
+    server = make_server(page, str(run_dir), port)
+    print(f"serving {run_dir} at http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
 
 
 @app.command()

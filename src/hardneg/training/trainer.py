@@ -246,7 +246,9 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
             batch_sampler=sampler, save_strategy="no", report_to="none",
-            logging_steps=10, disable_tqdm=not progress, bf16=cfg.bf16,
+            # every 10 steps, and at least 3 points of the loss curve for a short run
+            logging_steps=max(1, min(10, cfg.max_steps // 3)) if cfg.max_steps > 0 else 10,
+            disable_tqdm=not progress, bf16=cfg.bf16,
             use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table),
                                              loss=train_loss, callbacks=callbacks)
@@ -255,6 +257,9 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
         shutil.rmtree(staging / "_refresh", ignore_errors=True)
         if cfg.remine_every:
             extra["refreshes"] = remine.records
+        # the training curve, for the experiment report
+        extra["loss_log"] = [{"step": int(h["step"]), "loss": round(float(h["loss"]), 6)}
+                             for h in trainer.state.log_history if "loss" in h]
         if cfg.max_length:
             student.max_seq_length = full_length  # a shorter training length is a training economy only
         student.save(str(staging))
