@@ -391,6 +391,17 @@ generate_app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(generate_app, name="generate")
 
 
+def _print_generation(t: Table, m: dict[str, Any]) -> None:
+    """A generator's summary table, finished with what every generator reports: drops, LLM use, time."""
+    for reason, n in m["counts"]["dropped"].items():
+        t.add_row(f"  dropped: {reason}", str(n))
+    g = m["generation"]
+    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
+              f"{g['completion_tokens']} tokens generated")
+    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
+    out.print(t)
+
+
 @generate_app.command("queries")
 @options_from(QueryGenConfig, panel="Generation options (QueryGenConfig fields)")
 def generate_queries(
@@ -410,13 +421,7 @@ def generate_queries(
     t.add_row("documents", f"{m['corpus']['written_for']} of {m['corpus']['docs']}")
     t.add_row("asked", str(m["counts"]["asked"]))
     t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries']} queries, {m['counts']['qrels']} qrels)")
-    for reason, n in m["counts"]["dropped"].items():
-        t.add_row(f"  dropped: {reason}", str(n))
-    g = m["generation"]
-    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
-              f"{g['completion_tokens']} tokens generated")
-    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
-    out.print(t)
+    _print_generation(t, m)
 
 
 @generate_app.command("graded")
@@ -440,9 +445,8 @@ def generate_graded(
     t.add_row("asked", str(m["counts"]["asked"]))
     t.add_row("kept", f"{m['counts']['kept']} (" + ", ".join(f"level {lv}: {n}" for lv, n in
                                                           m["counts"]["kept_per_level"].items()) + ")")
-    for reason, n in m["counts"]["dropped"].items():
-        t.add_row(f"  dropped: {reason}", str(n))
     t.add_row("real positives", f"grades {m['dataset']['real_grades']['rule']}")
+    _print_generation(t, m)
 
 
 NEGATIVES = "Generation options (NegativeGenConfig fields)"
@@ -471,13 +475,7 @@ def generate_negatives(
     t.add_row("queries", f"{m['dataset']['written_for']} of {m['dataset']['queries']}")
     t.add_row("asked", str(m["counts"]["asked"]))
     t.add_row("kept", f"{m['counts']['kept']} ({m['counts']['queries_with_negatives']} queries)")
-    for reason, n in m["counts"]["dropped"].items():
-        t.add_row(f"  dropped: {reason}", str(n))
-    g = m["generation"]
-    t.add_row("LLM", f"{g['requests_asked']} requests asked, {g['from_cache']} from the cache, "
-              f"{g['completion_tokens']} tokens generated")
-    t.add_row("time", ", ".join(f"{k} {v:.1f}s" for k, v in m["timings"].items()))
-    out.print(t)
+    _print_generation(t, m)
 
 
 def main() -> None:  # pragma: no cover

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,27 +43,23 @@ from ..collection.synthetic import synthetic_id
 from ..errors import ConfigError, HardnegWarning
 from ..progress import SILENT, Reporter
 from ..runs.files import staged_dir, write_json, write_text
-from ..runs.fingerprint import env_cache_dir, settings_key
+from ..runs.fingerprint import settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling, TextGenerator
+from .client import Completion, Sampling
 from .documents import bad_document
 from .graded_config import GradedGenConfig
 from .graded_prompts import GradedPrompt
 from .merge import same_doc_duplicates
+from .output import GeneratedFolder, finished, open_generator
 
 KIND = "generated-graded"
 SYNTHETIC_KIND = "graded"
 
 
-@dataclass
-class GradedDocuments:
+class GradedDocuments(GeneratedFolder):
     """A folder written by :func:`generate_graded`: its path, manifest and provenance table."""
-
-    path: Path
-    manifest: dict[str, Any]
-    provenance: pa.Table
 
 
 def real_grades(col: Collection, grades: np.ndarray, real_grade: int | None, top: int) -> tuple[np.ndarray, str]:
@@ -112,23 +107,14 @@ def generate_graded(config: GradedGenConfig | None = None, *, reporter: Reporter
         rows = np.sort(np.random.default_rng(cfg.seed).choice(judged, cfg.sample_queries, replace=False))
     else:
         rows = judged
-    cache_root = env_cache_dir(cfg.cache_dir)
-    gen = TextGenerator(cfg.llm.resolve(cache_root), cache_root, model=cfg.llm_model, retries=cfg.llm_retries,
-                        timeout=cfg.llm_timeout)
-    identity = gen.check()  # a dead endpoint stops here, before anything is written
+    gen, identity, cache_root = open_generator(cfg)  # a dead endpoint stops here, before anything is written
     prompt = GradedPrompt()
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens)
     fingerprint = settings_key(KIND, cfg.output_settings(), col.qrels_fingerprint(), identity, prompt.prompt_id)
     out = Path(cfg.out)
-    if (out / "manifest.json").is_file():
-        old = json.loads((out / "manifest.json").read_text())
-        if old.get("fingerprint") == fingerprint:
-            return GradedDocuments(out, old, pq.read_table(out / "generation.parquet"))
-        if not overwrite:
-            raise ConfigError(f"out: {out} holds documents generated with other settings (give --overwrite to "
-                              "replace them)")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"out: {out} exists and is not a generated-graded folder (give --overwrite to replace it)")
+    done = finished(out, fingerprint, overwrite, "documents", KIND)
+    if done is not None:
+        return GradedDocuments(out, *done)
 
     levels = np.array(cfg.levels, dtype=np.int32)
     nq, nl, per = rows.size, levels.size, cfg.per_level

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,15 @@ from ..errors import ConfigError, HardnegWarning
 from ..progress import SILENT, Reporter
 from ..runs.cache import Cache
 from ..runs.files import sha256_texts, staged_dir, write_json, write_text
-from ..runs.fingerprint import env_cache_dir, folder_fingerprint, settings_key
+from ..runs.fingerprint import folder_fingerprint, settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling, TextGenerator
+from .client import Completion, Sampling
 from .merge import same_doc_duplicates
 from .negative_config import NegativeGenConfig
 from .negative_prompt import NegativePrompt, bad_passage, clean_passage
+from .output import GeneratedFolder, finished, open_generator
 
 KIND = "generated-negatives"
 ID_PREFIX = "gen-neg"
@@ -67,13 +67,8 @@ def negative_id(query_id: str, k: int) -> str:
     return f"{ID_PREFIX}:{query_id}:{k}"
 
 
-@dataclass
-class GeneratedNegatives:
+class GeneratedNegatives(GeneratedFolder):
     """A folder written by :func:`generate_negatives`: its path, manifest and provenance table."""
-
-    path: Path
-    manifest: dict[str, Any]
-    provenance: pa.Table
 
     @classmethod
     def load(cls, path: str | Path) -> GeneratedNegatives:
@@ -161,10 +156,7 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     if cfg.sample_queries is not None and cfg.sample_queries < q_idx.size:
         q_idx = np.sort(np.random.default_rng(cfg.seed).choice(q_idx, cfg.sample_queries, replace=False))
     shown, positives = _first_positives(col, q_idx)
-    cache_root = env_cache_dir(cfg.cache_dir)
-    gen = TextGenerator(cfg.llm.resolve(cache_root), cache_root, model=cfg.llm_model, retries=cfg.llm_retries,
-                        timeout=cfg.llm_timeout)
-    identity = gen.check()  # a dead endpoint stops here, before anything is written
+    gen, identity, cache_root = open_generator(cfg)  # a dead endpoint stops here, before anything is written
     ce, ce_fp, llm = _build_judges(cfg, cache_root)
     prompt = NegativePrompt(with_positive=cfg.with_positive, max_doc_chars=cfg.max_doc_chars)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens)
@@ -172,16 +164,9 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     fingerprint = settings_key(KIND, cfg.output_settings(), data_fp, identity, prompt.prompt_id, ce_fp,
                                llm.describe()["model"] if llm is not None else "")
     out = Path(cfg.out)
-    if (out / "manifest.json").is_file():
-        old = json.loads((out / "manifest.json").read_text())
-        if old.get("fingerprint") == fingerprint:
-            return GeneratedNegatives(out, old, pq.read_table(out / "generation.parquet"))
-        if not overwrite:
-            raise ConfigError(f"out: {out} holds negatives generated with other settings (give --overwrite to "
-                              "replace them)")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"out: {out} exists and is not a generated-negatives folder (give --overwrite to "
-                          "replace it)")
+    done = finished(out, fingerprint, overwrite, "negatives", KIND)
+    if done is not None:
+        return GeneratedNegatives(out, *done)
 
     per, nq = cfg.per_query, int(q_idx.size)
     qtexts = [col.query_texts[i] for i in q_idx.tolist()]

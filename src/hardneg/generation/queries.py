@@ -19,7 +19,6 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,14 @@ from ..collection.readers import read_jsonl
 from ..errors import ConfigError, DataError, HardnegWarning
 from ..progress import SILENT, Reporter
 from ..runs.files import sha256_file, staged_dir, write_json, write_text
-from ..runs.fingerprint import env_cache_dir, settings_key
+from ..runs.fingerprint import settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling, TextGenerator
+from .client import Completion, Sampling
 from .config import QueryGenConfig
 from .merge import merged_query, same_doc_duplicates
+from .output import GeneratedFolder, finished, open_generator
 from .prompts import DEFAULT_EXAMPLES, FewShotPrompt, examples_from
 from .roundtrip import roundtrip_ranks
 from .validation import bad_output
@@ -47,13 +47,8 @@ from .validation import bad_output
 KIND = "generated-queries"
 
 
-@dataclass
-class GeneratedQueries:
+class GeneratedQueries(GeneratedFolder):
     """A folder written by :func:`generate_queries`: its path, manifest and provenance table."""
-
-    path: Path
-    manifest: dict[str, Any]
-    provenance: pa.Table
 
 
 def corpus_file(path: str | Path) -> Path:
@@ -103,10 +98,7 @@ def generate_queries(config: QueryGenConfig | None = None, *, reporter: Reporter
     else:
         rows = np.arange(n_docs)
     doc_ids = corpus.doc_ids[rows]
-    cache_root = env_cache_dir(cfg.cache_dir)
-    gen = TextGenerator(cfg.llm.resolve(cache_root), cache_root, model=cfg.llm_model, retries=cfg.llm_retries,
-                        timeout=cfg.llm_timeout)
-    identity = gen.check()  # a dead endpoint stops here, before anything is written
+    gen, identity, cache_root = open_generator(cfg)  # a dead endpoint stops here, before anything is written
 
     if cfg.examples:
         examples = examples_from(cfg.examples, cfg.examples_split, cfg.num_examples, cfg.seed,
@@ -123,15 +115,9 @@ def generate_queries(config: QueryGenConfig | None = None, *, reporter: Reporter
     corpus_sha = sha256_file(source)
     fingerprint = settings_key(KIND, cfg.output_settings(), corpus_sha, identity, prompt.prompt_id)
     out = Path(cfg.out)
-    if (out / "manifest.json").is_file():
-        old = json.loads((out / "manifest.json").read_text())
-        if old.get("fingerprint") == fingerprint:
-            return GeneratedQueries(out, old, pq.read_table(out / "generation.parquet"))
-        if not overwrite:
-            raise ConfigError(f"out: {out} holds queries generated with other settings (give --overwrite to "
-                              "replace them)")
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"out: {out} exists and is not a generated-queries folder (give --overwrite to replace it)")
+    done = finished(out, fingerprint, overwrite, "queries", KIND)
+    if done is not None:
+        return GeneratedQueries(out, *done)
 
     per = cfg.per_doc
     prompts = [prompt.render(corpus.doc_texts[r]) for r in rows.tolist()]
