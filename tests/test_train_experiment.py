@@ -407,8 +407,21 @@ def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
     assert manifest["steps"] == 2 and np.isfinite(manifest["train_loss"]) and manifest["config"]["bf16"] is True
 
 
-@pytest.mark.parametrize("name, only", [("scifact_ab", "mnrl-kl-ensemble,st-mpnet-marginmse"),
-                                        ("nfcorpus_ab", "mnrl-kl-ensemble")])
+def test_the_nfcorpus_grid_reads_its_real_dev_split_and_keeps_it_out_of_training(scifact_dir):
+    """benchmarks/nfcorpus_ab.yaml (its quick run through the CLI is the SciFact case below, on another dataset;
+    CI time): the real dev split is the dev collection, no dev query is a train query, both baselines are set."""
+    from hardneg.collection import load
+    from hardneg.experiment.driver import split_dev
+
+    cfg = ExperimentConfig.from_file(ROOT / "benchmarks" / "nfcorpus_ab.yaml")
+    cfg = cfg.model_copy(update={"dataset": str(scifact_dir.parent / "nfcorpus")})
+    train, dev = split_dev(cfg, load(cfg.dataset, cfg.train_split))
+    assert dev is not None and len(dev.judged_queries()) == 324 and cfg.baselines == ["st-recipe", "st-mpnet-marginmse"]
+    assert not set(dev.query_ids[dev.judged_queries()].tolist()) & set(train.query_ids[train.judged_queries()].tolist())
+    assert {v.name for v in cfg.variants} >= {"st-recipe", "st-mpnet-marginmse", "mnrl-kl-ensemble"}
+
+
+@pytest.mark.parametrize("name, only", [("scifact_ab", "mnrl-kl-ensemble,st-mpnet-marginmse")])
 def test_the_issue_14_grids_run_quick_through_the_cli(name, only, tmp_path, cache_dir, scifact_dir):
     """benchmarks/scifact_ab.yaml and nfcorpus_ab.yaml (its real dev split) in CI size, with the ensemble
     distillation variant, the ST baselines (ST + MarginMSE on its output_scores) and the baseline: mined,
