@@ -84,3 +84,25 @@ def hardneg_exe() -> str:
     if exe is None:
         pytest.fail(f"the 'hardneg' console script is not installed (not in {here.parent} nor on PATH)")
     return exe
+
+
+@pytest.fixture
+def fake_llm():
+    """A factory of real OpenAI-compatible servers on loopback (tests/fake_llm.py), all shut down after the test."""
+    from fake_llm import FakeLLM
+
+    servers: list[FakeLLM] = []
+
+    def make(**kwargs) -> FakeLLM:
+        servers.append(FakeLLM(**kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture
+def server(fake_llm):
+    """The generation tests' name for :func:`fake_llm`."""
+    return fake_llm

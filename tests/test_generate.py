@@ -22,19 +22,6 @@ from hardneg.generation import GenerationError, generate_queries
 from hardneg.generation.client import PROBE
 
 
-@pytest.fixture
-def server():
-    servers: list[FakeLLM] = []
-
-    def make(**kwargs) -> FakeLLM:
-        servers.append(FakeLLM(**kwargs))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

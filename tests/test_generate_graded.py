@@ -42,19 +42,6 @@ def passage(prompt: str, seed: int) -> str:
     return f" At grade {level}, a note on {query} ({seed % 1000}) for the graded tests."
 
 
-@pytest.fixture
-def server():
-    servers: list[FakeLLM] = []
-
-    def make(**kwargs) -> FakeLLM:
-        servers.append(FakeLLM(**kwargs))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
-
 def _asked(fake: FakeLLM) -> list[tuple[str, int]]:
     """(prompt, seed) of every generation request, the probe left out."""
     return [(b["prompt"], b["seed"]) for b in fake.texts if b.get("prompt") != PROBE]

@@ -44,16 +44,9 @@ def judge_answer(prompt: str) -> float:
 
 
 @pytest.fixture
-def server():
-    servers: list[FakeLLM] = []
-
-    def make(**kwargs) -> FakeLLM:
-        servers.append(FakeLLM(answer=judge_answer, **kwargs))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
+def server(fake_llm):
+    """Loopback servers whose judge answers with :func:`judge_answer`."""
+    return lambda **kwargs: fake_llm(answer=judge_answer, **kwargs)
 
 
 def _asked(fake: FakeLLM) -> list[tuple[str, int]]:

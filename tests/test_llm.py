@@ -40,20 +40,6 @@ def test_yes_probability_reads_both_answers_and_refuses_neither():
 
 
 @pytest.fixture
-def fake_llm():
-    """A factory of loopback servers, all shut down after the test."""
-    servers: list[FakeLLM] = []
-
-    def make(**kwargs) -> FakeLLM:
-        servers.append(FakeLLM(**kwargs))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-@pytest.fixture
 def scripted(fake_llm) -> FakeLLM:
     return fake_llm()
 
