@@ -106,3 +106,16 @@ def fake_llm():
 def server(fake_llm):
     """The generation tests' name for :func:`fake_llm`."""
     return fake_llm
+
+
+EVIDENCE_FILTER = "near_duplicate:0.005+near_positive:0.5"
+"""Low enough that both similarity rules drop candidates of the SciFact slice (its abstracts share few
+word 3-shingles: the highest Jaccard to a positive is ~0.014)."""
+
+
+@pytest.fixture(scope="session")
+def evidence_run(slice_dir, cache_dir, tmp_path_factory) -> Path:
+    """A BM25 run of the slice with both pairwise similarity rules on (their evidence is stored)."""
+    from inspect_helpers import mine
+
+    return mine(slice_dir, tmp_path_factory.mktemp("evidence") / "run", cache_dir, EVIDENCE_FILTER)

@@ -107,9 +107,12 @@ def test_similarities_and_leave_one_out():
         [0.0, 1.1 / np.sqrt(2) / np.sqrt(1.01)], rel=1e-6)
     # Two rows of candidates; row 0 has positives 0 and 1, row 1 has positive 2.
     ids = np.array([[3, 2], [0, 1]])
-    best = max_to_positives(ids, np.ones(ids.shape, bool), np.array([0, 0, 1]), np.array([0, 1, 2]),
-                            lambda a, b: pair_cosine(v, a, b))
+    best, nearest = max_to_positives(ids, np.ones(ids.shape, bool), np.array([0, 0, 1]), np.array([0, 1, 2]),
+                                     lambda a, b: pair_cosine(v, a, b))
     assert best[0].tolist() == pytest.approx([max(1 / np.sqrt(1.01), 0.1 / np.sqrt(1.01)), 1 / np.sqrt(2)], rel=1e-6)
+    # ... and which positive that was: doc 3 is nearest doc 0, doc 2 ties with docs 0 and 1 (the first is named).
+    assert best[1].tolist() == pytest.approx([1 / np.sqrt(2), 1 / np.sqrt(2)], rel=1e-6)
+    assert nearest.tolist() == [[0, 0], [2, 2]]
     loo = leave_one_out(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 2, 0, 2, 3]), lambda a, b: pair_cosine(v, a, b))
     c02, c03, c23 = 1 / np.sqrt(2), 1 / np.sqrt(1.01), 1.1 / np.sqrt(2) / np.sqrt(1.01)
     assert loo.tolist() == pytest.approx([0.0, 0.0, max(c02, c03), max(c02, c23), max(c03, c23)], rel=1e-6)

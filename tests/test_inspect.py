@@ -162,3 +162,60 @@ def test_inspect_serve_through_the_command(runs):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_similarity_drops_carry_their_evidence_from_the_miner_to_the_page(evidence_run, scifact_slice):
+    """A candidate dropped by ``near_duplicate`` / ``near_positive`` keeps the similarity that dropped it
+    and the positive it was near: recomputed from the texts (Jaccard) and the embeddings (cosine), it is
+    the highest over the query's positives and reaches the threshold; kept candidates stay below both."""
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.decisions.similarity import pair_jaccard, shingle_matrix
+    from hardneg.runs.fingerprint import default_model_path
+
+    cand = pq.read_table(evidence_run / "candidates.parquet").to_pylist()
+    neg = {r["query_id"]: r["positive_ids"] for r in pq.read_table(evidence_run / "negatives.parquet").to_pylist()}
+    col = scifact_slice
+    dropped = {k: [c for c in cand if c["reason"] == k] for k in ("near_duplicate", "near_positive")}
+    assert dropped["near_duplicate"] and dropped["near_positive"]  # both rules fired on this slice
+    docs = sorted({c["doc_id"] for c in cand} | {p for ps in neg.values() for p in ps})
+    text = {d: col.doc_texts[i] for d, i in zip(docs, col.doc_index(docs).tolist())}
+    m = shingle_matrix([text[d] for d in docs])
+    row = {d: i for i, d in enumerate(docs)}
+    vec = SentenceTransformer(default_model_path(), device="cpu").encode([text[d] for d in docs],
+                                                                        normalize_embeddings=True)
+    for c in cand:
+        if c["reason"] == "positive":
+            assert c["similarity_near_duplicate"] is None and c["nearest_positive_near_duplicate"] is None
+            continue
+        pos = neg[c["query_id"]]
+        jac = pair_jaccard(m, np.full(len(pos), row[c["doc_id"]]), np.array([row[p] for p in pos]))
+        cos = vec[[row[p] for p in pos]] @ vec[row[c["doc_id"]]]
+        assert c["similarity_near_duplicate"] == pytest.approx(jac.max())
+        assert c["nearest_positive_near_duplicate"] == pos[int(np.argmax(jac))]
+        assert c["similarity_near_positive"] == pytest.approx(cos.max(), abs=1e-2)
+        assert c["nearest_positive_near_positive"] in pos
+        assert cos[pos.index(c["nearest_positive_near_positive"])] == pytest.approx(cos.max(), abs=1e-2)
+        if c["reason"] == "near_duplicate":
+            assert c["similarity_near_duplicate"] >= 0.005
+        elif c["reason"] == "near_positive":
+            assert c["similarity_near_duplicate"] < 0.005 <= 0.5 <= c["similarity_near_positive"]
+        elif c["kept"]:
+            assert c["similarity_near_duplicate"] < 0.005 and c["similarity_near_positive"] < 0.5
+    # (the miner encodes with the fast encoder path, OpenVINO here, so cosines differ in the third decimal)
+    # The page carries the same evidence, names the nearest positive among its documents, and the thresholds.
+    page = load_page(evidence_run)
+    head = page.head("x")
+    assert head["evidence"] == {"near_duplicate": {"label": "word-shingle Jaccard", "threshold": 0.005},
+                                "near_positive": {"label": "cosine", "threshold": 0.5}}
+    details = page.details()
+    docs_page = page.docs_of(details)
+    by_query = {}
+    for c in cand:
+        by_query.setdefault(c["query_id"], []).append(c)
+    for qid, d in zip(head["index"]["id"], details):
+        rows = sorted(by_query[qid], key=lambda c: c["rank"])
+        assert d["cand"]["similarity"]["near_positive"] == [
+            None if c["similarity_near_positive"] is None else round(c["similarity_near_positive"], 4) for c in rows]
+        assert [None if k < 0 else docs_page["id"][str(k)] for k in d["cand"]["nearest"]["near_duplicate"]] == [
+            c["nearest_positive_near_duplicate"] for c in rows]

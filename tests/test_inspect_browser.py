@@ -19,6 +19,7 @@ from inspect_helpers import browser, console_errors, mine, png_pixels, screensho
 from typer.testing import CliRunner
 
 from hardneg.cli import app
+from hardneg.decisions.filters import REASONS
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +187,29 @@ def test_an_audit_run_filters_by_outcome(driver, slice_dir, cache_dir, tmp_path)
                                      "r => [r.cells[1].textContent, r.className])")
         assert any(c == "cand selected hidden" for _, c in rows)
         assert {d for d, _ in rows} <= {d for q, d in zip(hidden["query_id"], hidden["doc_id"]) if q == ids[i]}
+    assert console_errors(driver) == []
+
+
+def test_a_similarity_drop_shows_its_value_threshold_and_nearest_positive(driver, evidence_run, tmp_path):
+    """The reason filter ``near_positive`` lists its drops; each row's evidence cell names the cosine that
+    reached the threshold and the positive it was near, as the candidates table stores them."""
+    out = tmp_path / "evidence.html"
+    assert CliRunner().invoke(app, ["inspect", str(evidence_run), "--out", str(out)]).exit_code == 0
+    open_page(driver, out.as_uri())
+    set_value(driver, "f-reason", str(REASONS.index("near_positive")))
+    driver.execute_script("document.querySelector('#qlist tr').click()")
+    qid = list_ids(driver)[0]
+    wait(driver, f"document.getElementById('detail-title').textContent === {json.dumps(qid)}")
+    shown = wait(driver, "document.querySelectorAll('#candidates tr.cand').length && [...document.querySelectorAll("
+                         "'#candidates tr.cand')].map(r => [r.cells[1].textContent, r.querySelector('td.evidence').textContent])")
+    cand = [c for c in pq.read_table(evidence_run / "candidates.parquet").to_pylist()
+            if c["query_id"] == qid and c["reason"] == "near_positive"]
+    assert len(shown) == len(cand) > 0
+    for (doc, text), c in zip(shown, sorted(cand, key=lambda c: c["rank"])):
+        assert doc == c["doc_id"]
+        assert (f"near_positive {c['similarity_near_positive']:.4f} ≥ 0.5 to {c['nearest_positive_near_positive']}"
+                in text), text
+        assert f"near_duplicate {c['similarity_near_duplicate']:.4f} < 0.005" in text
     assert console_errors(driver) == []
 
 

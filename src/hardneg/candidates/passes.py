@@ -74,6 +74,10 @@ class Part:
     exhaustive: int
     chosen: np.ndarray = field(default_factory=lambda: np.empty((0, 0), np.int64))  # set by the sampler
     derived: dict[str, float] = field(default_factory=dict)
+    # Evidence of the similarity rules: each candidate's highest similarity to a positive of its query
+    # (per rule, -inf where not computed) and, for the pairwise rules, that positive (-1 where none).
+    similarity: dict[str, np.ndarray] = field(default_factory=dict)
+    nearest: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def query_shards(rows: np.ndarray) -> list[np.ndarray]:
@@ -128,12 +132,13 @@ def rule_part(ctx: PassContext, rows: np.ndarray, depth: int) -> Part:
         floor_score = np.where(at_floor, score, -np.inf).max(axis=1)
         pos_ref = np.where(np.isfinite(floor_score), np.fmax(pos_ref, floor_score), pos_ref)
     kinds = {f.kind for f in ctx.filters} & set(SIMILARITY_KINDS)
-    reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref,
-                           candidate_similarities(kinds, ids, valid & ~is_pos, local, pos_docs, col.doc_texts,
-                                                  ctx.vectors),
+    similarity, nearest = candidate_similarities(kinds, ids, valid & ~is_pos, local, pos_docs, col.doc_texts,
+                                                 ctx.vectors)
+    reason = apply_filters(ctx.filters, score, valid, is_pos, is_dup, pos_ref, similarity,
                            None if ctx.synthetic is None else ctx.synthetic[safe])
     exhaustive = sum(getattr(m, "exhaustive_queries", 0) for m in ctx.members) if hit is None else 0
-    return Part(rows, ids, rank, scores, valid, reason, before, nonpos, pos_ref, hit is not None, exhaustive)
+    return Part(rows, ids, rank, scores, valid, reason, before, nonpos, pos_ref, hit is not None, exhaustive,
+                similarity=similarity, nearest=nearest)
 
 
 def merge_parts(parts: list[Part]) -> Part:
@@ -153,4 +158,6 @@ def merge_parts(parts: list[Part]) -> Part:
     return Part(rows, ids, rank, scores, cat(lambda p: p.valid, False), cat(lambda p: p.reason, 0),
                 cat(lambda p: p.before, np.iinfo(np.int64).max), cat(lambda p: p.nonpos, False),
                 np.concatenate([p.pos_ref for p in parts]), all(p.search_cache_hit for p in parts),
-                sum(p.exhaustive for p in parts))
+                sum(p.exhaustive for p in parts),
+                similarity={k: cat(lambda p, k=k: p.similarity[k], -np.inf) for k in parts[0].similarity},
+                nearest={k: cat(lambda p, k=k: p.nearest[k], -1) for k in parts[0].nearest})

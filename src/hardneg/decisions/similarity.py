@@ -57,20 +57,28 @@ def pair_cosine(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def max_to_positives(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, pos_docs: np.ndarray,
-                     pair_fn: object) -> np.ndarray:
-    """(rows x candidates) max similarity of each candidate to any known positive of its row.
-    ``pos_local`` (sorted) is the row of each positive; ``pair_fn(a, b)`` scores doc pairs."""
+                     pair_fn: object) -> tuple[np.ndarray, np.ndarray]:
+    """(rows x candidates) max similarity of each candidate to any known positive of its row, and that
+    positive's document index (-1 where none; the first positive of the row on a tie). ``pos_local``
+    (sorted) is the row of each positive; ``pair_fn(a, b)`` scores doc pairs."""
     out = np.full(ids.shape, -np.inf)
+    nearest = np.full(ids.shape, -1, dtype=np.int64)
     if pos_local.size == 0:
-        return out
+        return out, nearest
     c = ids.shape[1]
     pr = np.repeat(pos_local, c)
     cols = np.tile(np.arange(c), pos_local.size)
+    which = np.repeat(np.arange(pos_local.size), c)
     ok = valid[pr, cols]
     sims = np.full(pr.size, -np.inf)
     sims[ok] = pair_fn(ids[pr[ok], cols[ok]], np.repeat(pos_docs, c)[ok])  # type: ignore[operator]
     np.maximum.at(out, (pr, cols), sims)
-    return out
+    best = ok & (sims == out[pr, cols])
+    first = np.full(ids.shape, pos_local.size)
+    np.minimum.at(first, (pr[best], cols[best]), which[best])
+    has = first < pos_local.size
+    nearest[has] = pos_docs[first[has]]
+    return out, nearest
 
 
 def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray, pos_docs: np.ndarray,
@@ -107,22 +115,23 @@ def knn_positive_share(ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray
 
 def candidate_similarities(kinds: set[str], ids: np.ndarray, valid: np.ndarray, pos_local: np.ndarray,
                            pos_docs: np.ndarray, doc_texts: list[str], vectors: Any,
-                           ) -> dict[str, np.ndarray]:
+                           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Each candidate's highest similarity to a known positive of its query, for the rules ``kinds``
     that need one (``near_duplicate``: shingle Jaccard of the texts; ``near_positive``: cosine of
-    ``vectors``; ``knn_positive``: share of positives among its nearest neighbours). ``ids`` are
-    (rows x candidates) document indices; ``pos_local`` (sorted) the row of each positive ``pos_docs``."""
-    out = {}
+    ``vectors``; ``knn_positive``: share of positives among its nearest neighbours), and, for the two
+    pairwise rules, which positive that was (document index, -1 where none). ``ids`` are (rows x
+    candidates) document indices; ``pos_local`` (sorted) the row of each positive ``pos_docs``."""
+    values, nearest = {}, {}
     if "near_duplicate" in kinds:
         needed = np.unique(np.concatenate([ids[valid], pos_docs]))
         local_row = np.full(len(doc_texts), -1, dtype=np.int64)
         local_row[needed] = np.arange(needed.size)
         shingles = shingle_matrix([doc_texts[i] for i in needed])
-        out["near_duplicate"] = max_to_positives(
+        values["near_duplicate"], nearest["near_duplicate"] = max_to_positives(
             ids, valid, pos_local, pos_docs, lambda a, b: pair_jaccard(shingles, local_row[a], local_row[b]))
     if "knn_positive" in kinds:
-        out["knn_positive"] = knn_positive_share(ids, valid, pos_local, pos_docs, vectors)
+        values["knn_positive"] = knn_positive_share(ids, valid, pos_local, pos_docs, vectors)
     if "near_positive" in kinds:
-        out["near_positive"] = max_to_positives(ids, valid, pos_local, pos_docs,
-                                                lambda a, b: pair_cosine(vectors, a, b))
-    return out
+        values["near_positive"], nearest["near_positive"] = max_to_positives(
+            ids, valid, pos_local, pos_docs, lambda a, b: pair_cosine(vectors, a, b))
+    return values, nearest

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .. import plots
 from ..collection import Collection
-from ..decisions.filters import REASON_CODE, REASONS
+from ..decisions.filters import REASON_CODE, REASONS, SIMILARITY_KINDS, FilterSpec
 from ..runs.columns import flat
 from ..runs.run import Run
 
@@ -21,6 +21,9 @@ STATUS = ("dropped", "kept", "selected")
 AUDIT_OUTCOMES = ("not audited", "hidden positive not returned", "hidden positive caught by a rule or judge",
                   "hidden positive returned as a negative")
 """Per query of a run saved by ``hardneg audit --save-run``: the worst that became of its hidden positives."""
+EVIDENCE = {"near_duplicate": "word-shingle Jaccard", "near_positive": "cosine",
+            "knn_positive": "share of positives among its nearest neighbours"}
+"""What each similarity rule measured, as the page names it."""
 DIGITS = 4
 """Scores are rounded to this many decimals in the page (enough to tell neighbours apart)."""
 
@@ -71,6 +74,8 @@ class PageData:
     shortfall: np.ndarray
     relabelled: list[list[str]]
     cand_hidden: np.ndarray | None = None  # audit runs: the candidate is a hidden positive
+    cand_similarity: dict[str, np.ndarray] = field(default_factory=dict)  # per similarity rule that ran (NaN: none)
+    cand_nearest: dict[str, np.ndarray] = field(default_factory=dict)     # that rule's nearest positive (-1: none)
     compare: dict[str, Any] | None = field(default=None)
 
     @classmethod
@@ -106,13 +111,23 @@ class PageData:
             keys = col.query_index(h["query_id"]).astype(np.int64) * col.num_docs + col.doc_index(h["doc_id"])
             qrows = col.query_index(qids).astype(np.int64)
             hidden = np.isin(qrows[cq[order]] * col.num_docs + cand_doc, keys)
+        similarity, nearest = {}, {}
+        for kind in SIMILARITY_KINDS:
+            if f"similarity_{kind}" in cand.column_names:
+                similarity[kind] = cand.column(f"similarity_{kind}").to_numpy(zero_copy_only=False).astype(
+                    np.float64)[order]
+            if f"nearest_positive_{kind}" in cand.column_names:
+                near = np.asarray(cand.column(f"nearest_positive_{kind}").to_pylist(), dtype=object)[order]
+                has = near != None  # noqa: E711 (element-wise)
+                nearest[kind] = np.full(near.size, -1, dtype=np.int64)
+                nearest[kind][has] = col.doc_index(near[has].tolist())
         return cls(run=run, col=col, teachers=teachers, cand_off=_groups(cq, nq), cand_doc=cand_doc,
                    cand_rank=rank[order], cand_status=status[order], cand_reason=_codes(cand.column("reason"))[order],
                    cand_scores=scores, pos_off=_groups(pos_parent.astype(np.int64), nq),
                    pos_doc=col.doc_index(list(pos_ids)).astype(np.int64), pos_grade=pos_grade.astype(np.int64),
                    pos_scores=pos_scores, query_rows=col.query_index(qids).astype(np.int64),
                    shortfall=neg.column("shortfall").to_numpy().astype(np.int64), relabelled=relabelled,
-                   cand_hidden=hidden)
+                   cand_hidden=hidden, cand_similarity=similarity, cand_nearest=nearest)
 
     @property
     def num_queries(self) -> int:
@@ -169,6 +184,8 @@ class PageData:
                 "status": self.cand_status[c_idx].tolist(), "reason": self.cand_reason[c_idx].tolist()}
         if self.cand_hidden is not None:
             cand["hidden"] = self.cand_hidden[c_idx].astype(np.int8).tolist()
+        evidence = {k: _json_floats(v[c_idx]) for k, v in self.cand_similarity.items()}
+        nearest = {k: v[c_idx].tolist() for k, v in self.cand_nearest.items()}
         cscores = {t: _json_floats(s[c_idx]) for t, s in self.cand_scores.items()}
         pos = {"doc": self.pos_doc[p_idx].tolist(), "grade": self.pos_grade[p_idx].tolist()}
         pscores = {t: _json_floats(s[p_idx]) for t, s in self.pos_scores.items()}
@@ -177,7 +194,9 @@ class PageData:
             c1, p1 = c0 + cl, p0 + pl
             d: dict[str, Any] = {
                 "q": r,
-                "cand": {k: v[c0:c1] for k, v in cand.items()} | {"scores": {t: v[c0:c1] for t, v in cscores.items()}},
+                "cand": {k: v[c0:c1] for k, v in cand.items()} | {"scores": {t: v[c0:c1] for t, v in cscores.items()}}
+                | {"similarity": {k: v[c0:c1] for k, v in evidence.items()},
+                   "nearest": {k: v[c0:c1] for k, v in nearest.items()}},
                 "pos": {k: v[p0:p1] for k, v in pos.items()} | {"scores": {t: v[p0:p1] for t, v in pscores.items()}},
                 "relabelled": self.col.doc_index(self.relabelled[r]).tolist() if self.relabelled[r] else [],
             }
@@ -192,6 +211,8 @@ class PageData:
         used: set[int] = set()
         for d in details:
             used.update(d["cand"]["doc"], d["pos"]["doc"], d["relabelled"])
+            for near in d["cand"].get("nearest", {}).values():
+                used.update(x for x in near if x >= 0)
             if d.get("compare"):
                 used.update(x for side in ("a", "b") for x in d["compare"][side] if x >= 0)
         keys = sorted(used)
@@ -250,11 +271,18 @@ class PageData:
                 "Dropped candidates per reason")})
         return out
 
+    def evidence_rules(self) -> dict[str, dict[str, Any]]:
+        """The similarity rules whose evidence the run stores: what each measured and its threshold
+        (after calibration: the manifest's resolved filters)."""
+        limits = {f.kind: f.value for f in FilterSpec.parse("+".join(self.run.manifest.get("filters", [])) or "none")}
+        return {k: {"label": EVIDENCE[k], "threshold": None if not np.isfinite(limits.get(k, np.nan)) else
+                    float(limits[k])} for k in self.cand_similarity}
+
     def head(self, label: str) -> dict[str, Any]:
         """What every page has: the run's name, teachers, reasons, status names, manifest, charts."""
         return {"run": label, "teachers": self.teachers, "reasons": list(REASONS), "status": list(STATUS),
                 "audit_outcomes": list(AUDIT_OUTCOMES) if self.cand_hidden is not None else None,
                 "filter_on": self.run.manifest.get("filter_on"), "manifest": self.run.manifest,
-                "charts": self.charts(), "index": self.query_index(),
+                "charts": self.charts(), "index": self.query_index(), "evidence": self.evidence_rules(),
                 "compare": None if self.compare is None else
                 {k: v for k, v in self.compare.items() if k not in ("per_query", "changed_mask")}}

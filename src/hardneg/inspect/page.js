@@ -78,6 +78,22 @@
 
   // ---- one query
   function scoreHeads() { return D.teachers.map(function (t) { return el("th", {text: t}); }); }
+  // The similarity rules' evidence for candidate j: each rule's value (and the positive it was near),
+  // with "≥" where it reached the rule's threshold (why the rule dropped it).
+  var RULES = Object.keys(D.evidence || {});
+  function evidenceCell(d, j) {
+    var parts = [];
+    RULES.forEach(function (k) {
+      var v = (d.cand.similarity[k] || [])[j];
+      if (v === null || v === undefined) return;
+      var rule = D.evidence[k], hit = rule.threshold !== null && v >= rule.threshold;
+      var near = (d.cand.nearest[k] || [])[j];
+      parts.push(k + " " + fmt(v) + (rule.threshold === null ? "" : (hit ? " ≥ " : " < ") + rule.threshold) +
+                 (near !== undefined && near >= 0 ? " to " + docId(near) : ""));
+    });
+    return el("td", {cls: "evidence", title: RULES.map(function (k) { return k + ": " + D.evidence[k].label; }).join("; "),
+                     text: parts.join("; ")});
+  }
   function show(i) {
     state.current = i;
     detail(i).then(function (d) {
@@ -95,7 +111,8 @@
       box.appendChild(pt);
       if (d.relabelled.length) box.appendChild(el("p", {text: "relabelled as positive: " + d.relabelled.map(docId).join(", ")}));
       var ct = el("table", {id: "candidates"}, [el("tr", null, [el("th", {text: "rank"}), el("th", {text: "document"})]
-        .concat(scoreHeads()).concat([el("th", {text: "status"}), el("th", {text: "reason"}), el("th", {text: "text"})]))]);
+        .concat(scoreHeads()).concat([el("th", {text: "status"}), el("th", {text: "reason"})])
+        .concat(RULES.length ? [el("th", {text: "similarity to positives"})] : []).concat([el("th", {text: "text"})]))]);
       var shown = 0;
       d.cand.doc.forEach(function (k, j) {
         var r = d.cand.reason[j];
@@ -106,7 +123,8 @@
                               "data-reason": D.reasons[r] || "kept"}, [
           el("td", {cls: "num", text: String(d.cand.rank[j])}), el("td", {text: docId(k)})]
           .concat(D.teachers.map(function (t) { return el("td", {cls: "num", text: fmt(d.cand.scores[t][j])}); }))
-          .concat([el("td", {text: status}), el("td", {text: D.reasons[r]}), textCell(docText(k))])));
+          .concat([el("td", {text: status}), el("td", {text: D.reasons[r]})])
+          .concat(RULES.length ? [evidenceCell(d, j)] : []).concat([textCell(docText(k))])));
       });
       box.appendChild(el("p", {text: shown + " of " + d.cand.doc.length + " candidates" +
         (reason !== "" ? " (reason " + D.reasons[+reason] + ")" : "")}));

@@ -22,7 +22,9 @@ def lists(offsets: np.ndarray, values: Any, typ: pa.DataType) -> pa.Array:
 
 def candidate_table(ctx: PassContext, part: Part) -> pa.Table:
     """The valid candidates of one part, row by row: ids, rank, every teacher's (and judge's) score,
-    kept / selected, and the reason code."""
+    kept / selected, the reason code, and for each similarity rule that ran its evidence:
+    ``similarity_<rule>`` (the candidate's highest similarity to a positive of its query) and, for
+    ``near_duplicate`` / ``near_positive``, ``nearest_positive_<rule>`` (that positive's id)."""
     selected = np.zeros(part.ids.shape, dtype=bool)
     cr, cc = np.nonzero(part.chosen >= 0)
     selected[cr, part.chosen[cr, cc]] = True
@@ -39,6 +41,13 @@ def candidate_table(ctx: PassContext, part: Part) -> pa.Table:
     cols["selected"] = pa.array(selected[v])
     cols["reason"] = pa.DictionaryArray.from_arrays(pa.array(part.reason[v].astype(np.int32)),
                                                     pa.array(list(REASONS)))
+    for kind, sim in part.similarity.items():  # the similarity rules' evidence (null for a positive)
+        s = sim[v]
+        cols[f"similarity_{kind}"] = pa.array(s, pa.float64(), mask=~np.isfinite(s))
+        if kind in part.nearest:
+            near = part.nearest[kind][v]
+            cols[f"nearest_positive_{kind}"] = pa.array(ctx.col.doc_ids[np.maximum(near, 0)].tolist(), pa.string(),
+                                                        mask=near < 0)
     return pa.table(cols)
 
 
