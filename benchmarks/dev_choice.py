@@ -56,7 +56,8 @@ def main() -> None:
             done = cell / "dev_metrics.json"
             if not done.exists():
                 mine_seconds = cells.train_cell(v, args.seed, cell)
-                ev = evaluate(dev, model=str(cell / "model"), cache_dir=cfg.cache_dir, batch_size=64)
+                ev = evaluate(dev, model=str(cell / "model"), cache_dir=cfg.cache_dir, batch_size=64,
+                              encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
                 ev.save_per_query(cell / "dev_per_query.jsonl")
                 made = json.loads((cell / "model" / "hardneg_train.json").read_text())
                 write_json(done, ev.as_json() | {"train_seconds": made["seconds"], "train_steps": made["steps"],

@@ -240,6 +240,17 @@ def test_every_benchmark_experiment_yaml_parses(scifact_dir):
     for path in sorted((ROOT / "benchmarks").glob("*.yaml")):
         cfg = ExperimentConfig.from_file(path)
         assert cfg.variants and set(cfg.baselines) <= {v.name for v in cfg.variants}, path
+    # The evaluation's encoder is one mining knows; the quick version evaluates short, with torch.
+    import typing
+
+    from hardneg.candidates.encoders import ENCODERS
+    from hardneg.experiment.config import quick_config
+
+    assert typing.get_args(ExperimentConfig.model_fields["eval_encoder"].annotation) == ENCODERS
+    with pytest.raises(ValueError, match="eval_encoder"):
+        ExperimentConfig(dataset="x", variants=[{"name": "a"}], eval_encoder="fast")
+    assert (cfg.eval_encoder, cfg.eval_max_length) == ("auto", None)
+    assert (quick_config(cfg).eval_encoder, quick_config(cfg).eval_max_length) == ("torch", 64)
 
 
 def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_path, cache_dir, scifact_dir):

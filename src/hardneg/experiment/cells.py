@@ -40,10 +40,12 @@ def evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: s
     if done is not None:
         return done
     if dev is not None:
-        dv = evaluate(dev, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+        dv = evaluate(dev, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter,
+                      encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
         dv.save_per_query(cell / "dev_per_query.jsonl")
         write_json(cell / "dev_metrics.json", dv.as_json())
-    ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter)
+    ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter,
+                  encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
     ev.save_per_query(cell / "per_query.jsonl")
     write_json(cell / "metrics.json", ev.as_json() | (extra or {}))  # written last: marks the cell done
     return ev

@@ -79,6 +79,10 @@ class ExperimentConfig(BaseModel):
     best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the "
                                          "baseline(s)")
     cache_dir: str | None = None
+    eval_encoder: Literal["auto", "torch", "bf16", "onnx", "onnx-int8", "openvino"] = Field("auto", description="the encoder every evaluation uses (as mining's --encoder); "
+                              "--quick uses torch, which exports nothing per trained model")
+    eval_max_length: int | None = Field(None, gt=0, description="the token limit of every evaluation's encoding "
+                                        "[default: the model's own]; --quick uses 64")
     permutations: int = Field(10000, description="resamples of the paired randomisation test and of the paired "
                                                 "bootstrap confidence interval")
 
@@ -149,6 +153,7 @@ def quick_config(cfg: ExperimentConfig) -> ExperimentConfig:
     small.best_seeds = [0, 1] if cfg.best_seeds else None
     small.dev_queries = min(cfg.dev_queries, 10)
     small.dev_split = cfg.dev_split
+    small.eval_encoder, small.eval_max_length = "torch", 64
     for v in small.variants:
         v.seeds = None
         if v.kind == "st" and v.st.get("model"):
