@@ -2,7 +2,9 @@
 BM25 and their fusion (RRF) as retrievers, on the dev split the choices use (SciFact: the 100 held-out
 train queries of benchmarks/scifact_ab.yaml; NFCorpus: its dev split) and on test (reported, not chosen on).
 
-Run: python benchmarks/teacher_strength.py [--teachers dense,bm25:stem,hybrid:bm25:stem+dense] [--cache-dir DIR]"""
+Run: python benchmarks/teacher_strength.py [--teachers dense,bm25:stem,hybrid:bm25:stem+dense] [--cache-dir DIR]
+         [--collections scifact,nfcorpus] [--splits dev,test]
+A teacher that is a trained model (``hybrid:bm25:stem+dense:runs/.../model``) is a choice: give ``--splits dev``."""
 
 from __future__ import annotations
 
@@ -21,14 +23,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teachers", default="dense,bm25:stem,hybrid:bm25:stem+dense")
     ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--collections", default="scifact,nfcorpus")
+    ap.add_argument("--splits", default="dev,test")
     args = ap.parse_args()
     print(f"{platform.machine()}, {date.today()}", flush=True)
-    for name in ("scifact", "nfcorpus"):
+    for name in args.collections.split(","):
         train = hardneg.load(DATA / name, "train")
         dev = hardneg.load(DATA / name, "dev") if name == "nfcorpus" else train.holdout(100, 0, "dev")
         test = hardneg.load(DATA / name, "test")
         for teacher in args.teachers.split(","):
             for split, col in (("dev", dev), ("test", test)):
+                if split not in args.splits.split(","):
+                    continue
                 t0 = time.perf_counter()
                 ev = hardneg.evaluate(col, teacher=teacher, cache_dir=args.cache_dir)
                 m = ev.metrics
