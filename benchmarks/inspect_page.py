@@ -3,7 +3,7 @@ chromium, for a real SciFact train run and for a synthetic run of 100k queries (
 and the two chart libraries considered (Vega-Lite via altair and vl-convert, plotly) on the same charts.
 
 Run: python benchmarks/inspect_page.py [--run RUN_DIR | --teacher bm25] [--queries 100000] [--cache-dir DIR]
-Without --run it mines SciFact train (../shared/data/scifact, --teacher, depth 100, percpos:0.95, 4 negatives).
+Without --run it mines SciFact train (../shared/data/scifact, --teacher, depth 100, --filter [percpos:0.95], 4 negatives).
 Needs chromium and chromedriver (apt-get install -y chromium chromium-driver) and selenium.
 "First render": from navigation start to the query list and the first query's detail drawn ("ready"),
 and to every chart drawn ("charts"), read from performance.now() in the page; best of --repeat loads.
@@ -142,6 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default=None, help="a mined SciFact train run folder (default: mine one)")
     ap.add_argument("--teacher", default="dense")
+    ap.add_argument("--filter", default="percpos:0.95", help="e.g. cascade: the similarity rules' evidence is on the page")
+    ap.add_argument("--no-synthetic", action="store_true", help="the SciFact page only (no 100k run, no library pages)")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--queries", type=int, default=100_000, help="queries of the synthetic run")
     ap.add_argument("--per-query", type=int, default=20, help="candidates per synthetic query")
@@ -158,9 +160,11 @@ def main() -> None:
         if args.run:
             run = Run.load(args.run)
         else:
-            run = hardneg.mine(DATA / "scifact", split="train", teacher=args.teacher, filter="percpos:0.95",
+            run = hardneg.mine(DATA / "scifact", split="train", teacher=args.teacher, filter=args.filter,
                                num_negatives=4, cache_dir=args.cache_dir, out=str(out / "scifact-run"))
-        rows = [(f"{args.run or 'SciFact train'}, static", run), (f"synthetic {args.queries:,} queries, static", None)]
+        rows = [(f"{args.run or 'SciFact train'} ({args.filter}), static", run)]
+        if not args.no_synthetic:
+            rows.append((f"synthetic {args.queries:,} queries, static", None))
         for label, r in rows:
             r = r or synthetic_run(args.queries, args.per_query)
             t0 = time.perf_counter()
@@ -184,6 +188,8 @@ def main() -> None:
                           f"{page.num_candidates:,} | - | {size(served)} | {t['ready']:.0f} | {t['charts']:.0f} |")
                 finally:
                     server.shutdown()
+        if args.no_synthetic:
+            return
         print("\n| chart library (the SciFact page's 4 charts) | HTML | ready ms | charts ms |\n|---|---|---:|---:|")
         for name, path in library_pages(PageData.build(run), out).items():
             t = load_times(driver, path.as_uri(), args.repeat)
