@@ -451,3 +451,31 @@ def test_the_nfcorpus_grid_reads_its_real_dev_split_and_keeps_it_out_of_training
     assert {v.name for v in cfg.variants} >= {"st-recipe", "st-mpnet-marginmse", "mnrl-kl-ensemble"}
 
 
+
+
+def test_the_st_recipe_table_is_never_half_written(scifact_slice, tmp_path, monkeypatch):
+    """A run killed while writing the ST recipe's mined table leaves no file that a rerun would take as done:
+    the table is written to a temporary file and renamed; its mining seconds are written before it."""
+    import pyarrow.parquet as pq
+
+    from hardneg.experiment import cells
+    from hardneg.experiment.config import ExperimentConfig
+
+    cfg = ExperimentConfig(dataset="x", variants=[{"name": "st", "kind": "st", "loss": "mnrl-hn",
+                                                   "st": {"relative_margin": 0.05, "num_negatives": 1, "range_max": 10}}])
+    path = tmp_path / "st" / "st-mined" / "table.parquet"
+    real = pq.write_table
+
+    def killed(table, where, *a, **k):  # half the bytes reach the disk, then the process dies
+        real(table, where, *a, **k)
+        Path(where).write_bytes(Path(where).read_bytes()[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cells.pq, "write_table", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cells.st_table(scifact_slice, cfg.variants[0], cfg, path)
+    assert not path.exists() and list(path.parent.glob("*.parquet*")) == []
+    monkeypatch.setattr(cells.pq, "write_table", real)
+    table = cells.st_table(scifact_slice, cfg.variants[0], cfg, path)
+    assert pq.read_table(path).num_rows == table.num_rows > 0
+    assert json.loads(path.with_suffix(".json").read_text())["rows"] == table.num_rows

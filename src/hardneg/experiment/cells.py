@@ -21,7 +21,7 @@ from ..evaluation.retrieval import Evaluation, evaluate
 from ..mine import mine
 from ..progress import Reporter
 from ..runs.columns import list_matrix
-from ..runs.files import staged_dir, write_json
+from ..runs.files import atomic_write, staged_dir, write_json
 from .config import ExperimentConfig, Variant
 
 
@@ -84,8 +84,9 @@ def st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: P
         s = list_matrix(table, "scores")
         label = s[:, :1] - s[:, 1:] if variant.loss == "margin-mse" else s
         table = table.drop_columns(["scores"]).append_column("label", pa.array(label.tolist(), pa.list_(pa.float32())))
-    pq.write_table(table, path)
+    # The seconds first, then the table through a temporary file: the table's presence marks the mining done.
     write_json(path.with_suffix(".json"), {"mine_seconds": round(seconds, 1), "rows": table.num_rows})
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return table
 
 
