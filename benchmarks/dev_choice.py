@@ -22,8 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from hardneg.collection import load
-from hardneg.evaluation.retrieval import evaluate
-from hardneg.experiment.cells import Cells
+from hardneg.experiment.cells import Cells, evaluate_model
 from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.driver import split_dev
 from hardneg.progress import SILENT
@@ -56,8 +55,7 @@ def main() -> None:
             done = cell / "dev_metrics.json"
             if not done.exists():
                 mine_seconds = cells.train_cell(v, args.seed, cell)
-                ev = evaluate(dev, model=str(cell / "model"), cache_dir=cfg.cache_dir, batch_size=64,
-                              encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
+                ev = evaluate_model(dev, str(cell / "model"), cfg)
                 ev.save_per_query(cell / "dev_per_query.jsonl")
                 made = json.loads((cell / "model" / "hardneg_train.json").read_text())
                 write_json(done, ev.as_json() | {"train_seconds": made["seconds"], "train_steps": made["steps"],

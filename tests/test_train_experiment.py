@@ -241,14 +241,12 @@ def test_every_benchmark_experiment_yaml_parses(scifact_dir):
         cfg = ExperimentConfig.from_file(path)
         assert cfg.variants and set(cfg.baselines) <= {v.name for v in cfg.variants}, path
     # The evaluation's encoder is one mining knows; the quick version evaluates short, with torch.
-    import typing
-
     from hardneg.candidates.encoders import ENCODERS
     from hardneg.experiment.config import quick_config
 
-    assert typing.get_args(ExperimentConfig.model_fields["eval_encoder"].annotation) == ENCODERS
-    with pytest.raises(ValueError, match="eval_encoder"):
+    with pytest.raises(ValueError, match="eval_encoder") as bad:
         ExperimentConfig(dataset="x", variants=[{"name": "a"}], eval_encoder="fast")
+    assert all(e in str(bad.value) for e in ENCODERS)
     assert (cfg.eval_encoder, cfg.eval_max_length) == ("auto", None)
     assert (quick_config(cfg).eval_encoder, quick_config(cfg).eval_max_length) == ("torch", 64)
 

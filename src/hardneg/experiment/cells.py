@@ -33,6 +33,14 @@ def load_evaluation(cell: Path, prefix: str = "") -> Evaluation | None:
     return Evaluation.read(m, cell / f"{prefix}per_query.jsonl")
 
 
+def evaluate_model(col: Collection, model: str | None, cfg: ExperimentConfig,
+                   reporter: Reporter | None = None) -> Evaluation:
+    """One evaluation as every cell of the grid (and ``benchmarks/dev_choice.py``) runs it: the config's
+    encoder and token limit, the shared embedding cache."""
+    return evaluate(col, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter,
+                    encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
+
+
 def evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: str | None,
                   cfg: ExperimentConfig, reporter: Reporter, extra: dict[str, Any] | None = None) -> Evaluation:
     """Test (and dev) scores of one model; the corpus is encoded once (the cache serves the second)."""
@@ -40,12 +48,10 @@ def evaluate_cell(cell: Path, test: Collection, dev: Collection | None, model: s
     if done is not None:
         return done
     if dev is not None:
-        dv = evaluate(dev, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter,
-                      encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
+        dv = evaluate_model(dev, model, cfg, reporter)
         dv.save_per_query(cell / "dev_per_query.jsonl")
         write_json(cell / "dev_metrics.json", dv.as_json())
-    ev = evaluate(test, model=model, cache_dir=cfg.cache_dir, batch_size=64, reporter=reporter,
-                  encoder=cfg.eval_encoder, max_length=cfg.eval_max_length)
+    ev = evaluate_model(test, model, cfg, reporter)
     ev.save_per_query(cell / "per_query.jsonl")
     write_json(cell / "metrics.json", ev.as_json() | (extra or {}))  # written last: marks the cell done
     return ev

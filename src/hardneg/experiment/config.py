@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..candidates.encoders import ENCODERS
 from ..errors import ConfigError
 from ..training.config import TrainConfig
 
@@ -79,12 +80,19 @@ class ExperimentConfig(BaseModel):
     best_seeds: list[int] | None = Field(None, description="extra seeds for the best hardneg variant on dev and the "
                                          "baseline(s)")
     cache_dir: str | None = None
-    eval_encoder: Literal["auto", "torch", "bf16", "onnx", "onnx-int8", "openvino"] = Field("auto", description="the encoder every evaluation uses (as mining's --encoder); "
-                              "--quick uses torch, which exports nothing per trained model")
+    eval_encoder: str = Field("auto", description="the encoder every evaluation uses (one of mining's --encoder "
+                              "values); --quick uses torch, which exports nothing per trained model")
     eval_max_length: int | None = Field(None, gt=0, description="the token limit of every evaluation's encoding "
                                         "[default: the model's own]; --quick uses 64")
     permutations: int = Field(10000, description="resamples of the paired randomisation test and of the paired "
                                                 "bootstrap confidence interval")
+
+    @field_validator("eval_encoder")
+    @classmethod
+    def _known_encoder(cls, v: str) -> str:
+        if v not in ENCODERS:
+            raise ValueError(f"unknown encoder '{v}' (use {', '.join(ENCODERS)})")
+        return v
 
     @model_validator(mode="after")
     def _expand_grid(self) -> ExperimentConfig:

@@ -116,11 +116,11 @@ class PageData:
             if f"similarity_{kind}" in cand.column_names:
                 similarity[kind] = cand.column(f"similarity_{kind}").to_numpy(zero_copy_only=False).astype(
                     np.float64)[order]
-            if f"nearest_positive_{kind}" in cand.column_names:
-                near = np.asarray(cand.column(f"nearest_positive_{kind}").to_pylist(), dtype=object)[order]
-                has = near != None  # noqa: E711 (element-wise)
-                nearest[kind] = np.full(near.size, -1, dtype=np.int64)
-                nearest[kind][has] = col.doc_index(near[has].tolist())
+            if f"nearest_positive_{kind}" in cand.column_names:  # few distinct ids: look each up once
+                enc = cand.column(f"nearest_positive_{kind}").combine_chunks().dictionary_encode()
+                rows = np.append(col.doc_index(enc.dictionary.to_pylist()).astype(np.int64), -1)
+                codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+                nearest[kind] = rows[codes][order]
         return cls(run=run, col=col, teachers=teachers, cand_off=_groups(cq, nq), cand_doc=cand_doc,
                    cand_rank=rank[order], cand_status=status[order], cand_reason=_codes(cand.column("reason"))[order],
                    cand_scores=scores, pos_off=_groups(pos_parent.astype(np.int64), nq),
