@@ -477,3 +477,22 @@ def test_the_st_recipe_table_is_never_half_written(scifact_slice, tmp_path, monk
     table = cells.st_table(scifact_slice, cfg.variants[0], cfg, path)
     assert pq.read_table(path).num_rows == table.num_rows > 0
     assert json.loads(path.with_suffix(".json").read_text())["rows"] == table.num_rows
+
+
+def test_each_st_mining_encodes_with_its_own_model(scifact_slice, static_model, tmp_path):
+    """Two ST recipes of one experiment that mine with different models (the ST baseline and a skilled user's
+    stronger model) each get their own model's embeddings and scores. sentence-transformers keys its embedding
+    cache by the model's hub name, which a model loaded from a folder does not have: a shared cache folder
+    handed the second recipe the first one's embeddings."""
+    from hardneg.experiment import cells
+    from hardneg.experiment.config import ExperimentConfig
+
+    st = {"relative_margin": 0.05, "num_negatives": 2, "range_max": 10}
+    cfg = ExperimentConfig(dataset="x", variants=[
+        {"name": "minilm", "kind": "st", "loss": "margin-mse", "st": st},
+        {"name": "static", "kind": "st", "loss": "margin-mse", "st": st | {"model": static_model}}])
+    mined = tmp_path / "exp" / "st-mined"
+    cells.st_table(scifact_slice, cfg.variants[0], cfg, mined / "a.parquet")
+    shared = cells.st_table(scifact_slice, cfg.variants[1], cfg, mined / "b.parquet")
+    alone = cells.st_table(scifact_slice, cfg.variants[1], cfg, tmp_path / "alone" / "st-mined" / "b.parquet")
+    assert shared.to_pylist() == alone.to_pylist()

@@ -80,9 +80,11 @@ def st_table(train: Collection, variant: Variant, cfg: ExperimentConfig, path: P
     model = SentenceTransformer(resolve_model(options.pop("model", None) or cfg.base_model))
     scores = variant.loss in WITH_LABELS
     t0 = time.perf_counter()
+    # A cache folder per mining: ST keys its embeddings by the model's hub name, which a model loaded
+    # from a folder lacks, so recipes with different models would share one file.
     res = mine_hard_negatives(ds, model, corpus=list(train.doc_texts), output_format="n-tuple",
                               sampling_strategy="top", batch_size=64, verbose=False, output_scores=scores,
-                              cache_folder=str(path.parent / "st-cache"), **options)
+                              cache_folder=str(path.parent / "st-cache" / path.stem), **options)
     seconds = time.perf_counter() - t0
     table = res.data.table if hasattr(res, "data") else pa.Table.from_pylist(res.to_list())
     table = pa.table({c: table.column(c) for c in table.column_names})
