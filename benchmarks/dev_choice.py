@@ -6,7 +6,7 @@
   then runs with 3 seeds on test.
 
 Run: python benchmarks/dev_choice.py --config benchmarks/scifact_ab.yaml --variants st-recipe \
-        --steps 25,50,100 --out runs/scifact_dev [--bf16] [--seed 0]
+        --steps 25,50,100 --out benchmarks/results/scifact_ab [--bf16|--no-bf16] [--seed 0]
 
 Each (variant, steps) cell is cached in OUT/variants/<variant>/steps-<S>[-bf16]/seed-<seed>/
 (dev_metrics.json written last), so a killed run resumes; mined runs and ST tables are shared with
@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--variants", required=True, help="comma-separated variant names of the config")
     ap.add_argument("--steps", default="25,50,100,200")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast (default: the config's budget.bf16)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     cfg = ExperimentConfig.from_file(args.config)
@@ -48,9 +49,10 @@ def main() -> None:
     print(f"{cfg.name}: seed {args.seed}, dev {len(dev.judged_queries())} queries, "
           f"{platform.machine()}, {date.today()}", flush=True)
     for variant in chosen:
+        bf16 = (cfg.budget.model_dump() | variant.budget).get("bf16") if args.bf16 is None else args.bf16
         for steps in [int(s) for s in args.steps.split(",")]:
-            tag = f"steps-{steps}{'-bf16' if args.bf16 else ''}"
-            v = variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": args.bf16}})
+            tag = f"steps-{steps}{'-bf16' if bf16 else ''}"
+            v = variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": bf16}})
             cell = cells.folder(v.name, args.seed).parent / tag / f"seed-{args.seed}"
             done = cell / "dev_metrics.json"
             if not done.exists():
