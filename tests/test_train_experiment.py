@@ -512,3 +512,20 @@ def test_each_st_mining_encodes_with_its_own_model(scifact_slice, static_model, 
     shared = cells.st_table(scifact_slice, cfg.variants[1], cfg, mined / "b.parquet")
     alone = cells.st_table(scifact_slice, cfg.variants[1], cfg, tmp_path / "alone" / "st-mined" / "b.parquet")
     assert shared.to_pylist() == alone.to_pylist()
+
+
+def test_an_st_recipe_table_is_keyed_by_the_model_that_mines_it(scifact_slice, tmp_path):
+    """The ST recipe mines with the base model unless ``st.model`` names another: two experiments with different
+    base models that share one folder must not share a mined table (the first one's would train the second)."""
+    from hardneg.experiment.cells import Cells
+    from hardneg.experiment.config import ExperimentConfig
+    from hardneg.progress import SILENT
+
+    def path(base_model: str | None, **st: str) -> Path:
+        cfg = ExperimentConfig(dataset="x", base_model=base_model,
+                               variants=[{"name": "st", "kind": "st", "st": {"relative_margin": 0.05} | st}])
+        return Cells(tmp_path, cfg, scifact_slice, scifact_slice, None, SILENT).st_table_path(cfg.variants[0])
+
+    assert len({path(None), path("a/model"), path("b/model")}) == 3
+    assert path(None, model="m") == path("a/model", model="m") == path("b/model", model="m")
+    assert path("a/model") == path(None, model="a/model")  # the same miner, the same table

@@ -122,6 +122,18 @@ class Cells:
         tag = f"steps-{budget['max_steps']}{'-bf16' if budget.get('bf16') else ''}"
         return self.out / "variants" / v.name / tag / f"seed-{seed}" / "model"
 
+    def st_table_path(self, v: Variant) -> Path:
+        """Where an ST variant's mined table is cached: one per recipe (its options, the mining model, which is
+        the base model unless ``st.model`` names another, and the labels a distillation loss needs), shared by
+        the variants and seeds that use the same recipe."""
+        spec = dict(v.st)
+        if "model" not in spec and self.cfg.base_model is not None:
+            spec["model"] = self.cfg.base_model
+        if v.loss in ("margin-mse", "kl"):
+            spec["loss"] = v.loss
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return self.out / "st-mined" / f"{key}.parquet"
+
     def train_cell(self, v: Variant, seed: int, cell: Path | None = None) -> float:
         """Mine (once per variant) and train one cell's model into ``<cell>/model`` (default cell: the
         variant's seed folder); returns the seconds its mining took (teacher compute included, as
@@ -151,9 +163,7 @@ class Cells:
                 self.runs[v.name] = mine(self.train, out=str(vdir / "run"), reporter=self.reporter, **options)
             train(self.runs[v.name], model_dir, overwrite=overwrite, progress=self.reporter.enabled, **tcfg)
             return float(sum(self.runs[v.name].manifest.get("timings", {}).values()))
-        key = hashlib.sha256(json.dumps(v.st | {"loss": v.loss} if v.loss in ("margin-mse", "kl") else v.st,
-                                        sort_keys=True).encode()).hexdigest()[:16]
-        table_path = self.out / "st-mined" / f"{key}.parquet"  # one ST mining per recipe, shared by variants
+        table_path = self.st_table_path(v)
         table = st_table(self.train, v, cfg, table_path)
         tc = TrainConfig(run=str(table_path), out=str(model_dir), **tcfg)
         train_on_table(lambda t=table: t, tc, {"st_recipe": v.st, "config_fingerprint": str(v.st)},
