@@ -74,6 +74,9 @@ def test_results_md_and_the_html_report_show_the_same_table(tmp_path):
     assert res["variants"][0]["ci_baseline"] == [0.0, 0.0] and res["variants"][0]["p_vs_baseline"] == 1.0
     table = results_table(res)
     assert "95% CI" in table.headers and "[{:+.4f}, {:+.4f}]".format(*mined["ci_baseline"]) in table.rows[1]
+    # against the base model too (issue 15 (a): fine-tuned on generated queries vs the base model)
+    assert 0 < mined["ci_base"][0] <= mined["delta_base"] <= mined["ci_base"][1]
+    assert table.rows[1][table.headers.index("Δ base") + 1] == "[{:+.4f}, {:+.4f}]".format(*mined["ci_base"])
     md = results_markdown(res)
     (tmp_path / "results.json").write_text(json.dumps(res))
     page = report(tmp_path).read_text()

@@ -529,3 +529,19 @@ def test_an_st_recipe_table_is_keyed_by_the_model_that_mines_it(scifact_slice, t
     assert len({path(None), path("a/model"), path("b/model")}) == 3
     assert path(None, model="m") == path("a/model", model="m") == path("b/model", model="m")
     assert path("a/model") == path(None, model="a/model")  # the same miner, the same table
+
+
+def test_an_experiment_file_reads_its_generated_negatives_folder_relative_to_itself(tmp_path, monkeypatch):
+    """``train.generated`` (the LLM-written negatives of ``hardneg generate negatives``) is a path like
+    ``dataset``: relative to the experiment file where it exists there, so the grid runs from any directory."""
+    from hardneg.experiment.config import ExperimentConfig
+
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "gen").mkdir()
+    (tmp_path / "bench" / "exp.yaml").write_text(
+        "dataset: ../data\nvariants:\n  - {name: both, train: {negatives: both, generated: ../gen}}\n"
+        "  - {name: elsewhere, train: {negatives: generated, generated: not-made-yet}}\n")
+    monkeypatch.chdir(tmp_path / "bench")
+    cfg = ExperimentConfig.from_file(tmp_path / "bench" / "exp.yaml")
+    assert cfg.variants[0].train["generated"] == str(tmp_path / "gen")
+    assert cfg.variants[1].train["generated"] == "not-made-yet"  # left to the working directory

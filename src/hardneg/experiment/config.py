@@ -145,10 +145,13 @@ class ExperimentConfig(BaseModel):
         if not p.is_file():
             raise ConfigError(f"{p}: experiment file not found")
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-        for key in ("dataset", "test_dataset"):
-            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                cand = (p.parent / data[key]).resolve()
-                data[key] = str(cand) if cand.exists() else data[key]
+        # Paths are relative to the file where such a file or folder exists there, else to the working directory.
+        places = [(data, "dataset"), (data, "test_dataset")]
+        places += [(v["train"], "generated") for v in data.get("variants") or [] if isinstance(v.get("train"), dict)]
+        for holder, key in places:
+            if isinstance(holder.get(key), str) and not Path(holder[key]).is_absolute():
+                cand = (p.parent / holder[key]).resolve()
+                holder[key] = str(cand) if cand.exists() else holder[key]
         return cls(**data)
 
 

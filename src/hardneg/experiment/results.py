@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.comparison import CONFIDENCE, compare, paired_randomisation
+from ..evaluation.comparison import CONFIDENCE, compare
 from ..evaluation.metrics import DEFAULT_MEASURES
 from ..evaluation.retrieval import Evaluation
 from .config import ExperimentConfig
@@ -41,8 +41,8 @@ def _per_query_mean(evals: list[Evaluation], metric: str = PRIMARY) -> np.ndarra
 
 def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]],
               dev: dict[str, list[Evaluation]] | None = None, best: str | None = None) -> dict[str, Any]:
-    """Mean ± std per variant; Δ vs the base model (with its paired randomisation p) and vs the baseline
-    (with the paired bootstrap CI and randomisation p, :func:`hardneg.evaluation.comparison.compare`), on
+    """Mean ± std per variant; Δ vs the base model and vs the baseline, each with the paired bootstrap CI
+    and randomisation p ( :func:`hardneg.evaluation.comparison.compare`), on
     per-query nDCG@10 averaged over seeds; with a dev split, each variant's dev nDCG@10 and the variant
     chosen on it. The dict is what ``results.json`` holds."""
     base_pq = _per_query_mean([base])
@@ -58,8 +58,10 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
             row[m] = float(vals.mean())
             row[f"{m}_std"] = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
         pq_mean = _per_query_mean(evals)
+        vs_base = compare(pq_mean, base_pq, cfg.permutations)
         row["delta_base"] = row[PRIMARY] - base.metrics[PRIMARY]
-        row["p_vs_base"] = paired_randomisation(pq_mean, base_pq, cfg.permutations)
+        row["ci_base"] = [vs_base.ci_low, vs_base.ci_high]
+        row["p_vs_base"] = vs_base.p
         if baseline_pq is not None and baseline_mean is not None:
             c = compare(pq_mean, baseline_pq, cfg.permutations)
             row["delta_baseline"] = row[PRIMARY] - baseline_mean
@@ -118,28 +120,32 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
                        (f" Chosen on dev: {dev['selected']}." if dev["selected"] else ""))
     ci = f"{conf:.0%} CI"
     headers = ["variant", "seeds", *([f"dev {label(PRIMARY)}"] if dev else []), *map(label, DEFAULT_MEASURES),
-               "Δ base", "p", "Δ baseline", ci, "p", "steps", "train s", "mine s"]
+               "Δ base", ci, "p", "Δ baseline", ci, "p", "steps", "train s", "mine s"]
     rows = []
     for r in results["variants"]:
         if "delta_baseline" in r:
-            vs_baseline = [f"{r['delta_baseline']:+.4f}", "[{:+.4f}, {:+.4f}]".format(*r["ci_baseline"])
-                           if "ci_baseline" in r else "-", f"{r['p_vs_baseline']:.3f}"]
+            vs_baseline = [f"{r['delta_baseline']:+.4f}", _interval(r.get("ci_baseline")), f"{r['p_vs_baseline']:.3f}"]
         else:
             vs_baseline = ["-", "-", "-"]
         rows.append([r["variant"], str(r["seeds"]), *([f"{r[f'dev_{PRIMARY}']:.4f}"] if dev else []),
                      *(f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in DEFAULT_MEASURES),
-                     f"{r['delta_base']:+.4f}", f"{r['p_vs_base']:.3f}", *vs_baseline, steps_label(r),
+                     f"{r['delta_base']:+.4f}", _interval(r.get("ci_base")), f"{r['p_vs_base']:.3f}", *vs_baseline,
+                     steps_label(r),
                      *(f"{r[k]:.0f}" if k in r else "-" for k in ("train_seconds", "mine_seconds"))])
     notes = [] if results.get("equal_steps", True) else [("Unequal budget:", UNEQUAL_BUDGET)]
     explained = (f"mine s: wall seconds of mining, teacher scoring included (as measured when the run was mined). "
                  f"Δ: on {label(PRIMARY)}. p: paired randomisation test on per-query {label(PRIMARY)} "
                  f"(averaged over seeds), two-sided. {ci}: paired bootstrap (BCa) of the mean per-query "
-                 "difference against the baseline.")
+                 "difference against the base model or the baseline.")
     notes.append(("", explained))
     trained = f" (trained on {results['dataset']})" if results.get("test_dataset") else ""
     return ResultsTable(f"{results['name']}: {results.get('test_dataset') or results['dataset']} "
                         f"[{results['test_split']}]{trained}, {results['queries']} queries", summary, headers, 2, rows,
                         notes)
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "[{:+.4f}, {:+.4f}]".format(*ci) if ci else "-"
 
 
 def results_markdown(results: dict[str, Any]) -> str:
