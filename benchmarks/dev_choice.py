@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 from hardneg.collection import load
-from hardneg.experiment.cells import Cells, evaluate_model
+from hardneg.experiment.cells import Cells, evaluate_model, keep_training_log
 from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.driver import split_dev
 from hardneg.progress import SILENT
@@ -59,7 +59,7 @@ def main() -> None:
                 mine_seconds = cells.train_cell(v, args.seed, cell)
                 ev = evaluate_model(dev, str(cell / "model"), cfg)
                 ev.save_per_query(cell / "dev_per_query.jsonl")
-                made = json.loads((cell / "model" / "hardneg_train.json").read_text())
+                made = json.loads(keep_training_log(cell).read_text())
                 write_json(done, ev.as_json() | {"train_seconds": made["seconds"], "train_steps": made["steps"],
                                                  "mine_seconds": round(mine_seconds, 1)})
             m = json.loads(done.read_text())

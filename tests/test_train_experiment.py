@@ -288,6 +288,10 @@ def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in done} == done
     assert not [p for p in (parts[0] / "variants").rglob("*") if p.is_file() and "model" in p.parts]  # none trained
     assert json.loads((parts[0] / "results.json").read_text())["variants"] == [row]
+    # each cell keeps its training log beside its metrics, so the report still draws the training curves
+    for cell in (parts[0] / "variants" / "in-batch").glob("seed-*"):
+        assert json.loads((cell / "train.json").read_text())["loss_log"]
+    assert "Training curves" in report(parts[0]).read_text()
     bad = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", "x", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "--seeds" in bad.output
 

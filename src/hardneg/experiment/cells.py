@@ -33,6 +33,19 @@ def load_evaluation(cell: Path, prefix: str = "") -> Evaluation | None:
     return Evaluation.read(m, cell / f"{prefix}per_query.jsonl")
 
 
+TRAINING_LOG = "train.json"
+
+
+def keep_training_log(cell: Path) -> Path:
+    """Copy the trainer's manifest (settings, loss log, refresh statistics) from ``<cell>/model`` to
+    ``<cell>/train.json``, which stays with the cell's metrics when the model does not (a grid's folder in git)."""
+    from ..training.trainer import MANIFEST
+
+    path = cell / TRAINING_LOG
+    atomic_write(path, lambda tmp: shutil.copyfile(cell / "model" / MANIFEST, tmp))
+    return path
+
+
 def evaluate_model(col: Collection, model: str | None, cfg: ExperimentConfig,
                    reporter: Reporter | None = None) -> Evaluation:
     """One evaluation as every cell of the grid (and ``benchmarks/dev_choice.py``) runs it: the config's
@@ -179,7 +192,7 @@ class Cells:
         if load_evaluation(cell) is not None:
             return
         mine_seconds = self.train_cell(v, seed)
-        made = json.loads((cell / "model" / MANIFEST).read_text())
+        made = json.loads(keep_training_log(cell).read_text())
         evaluate_cell(cell, self.test, self.dev, str(cell / "model"), self.cfg, self.reporter,
                       {"train_seconds": made["seconds"], "train_steps": made["steps"],
                        "mine_seconds": round(mine_seconds, 1)})

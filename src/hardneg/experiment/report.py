@@ -91,12 +91,19 @@ def _win_loss(exp: Path, res: dict[str, Any], chart: Charts) -> str:
 
 
 def _curves(exp: Path, res: dict[str, Any]) -> dict[str, Any] | None:
-    """Training loss against step, one line per cell, from the trainer's ``loss_log``."""
+    """Training loss against step, one line per cell, from the trainer's ``loss_log`` (the cell's copy of the
+    trainer's manifest, or the manifest in its model)."""
+    from ..training.trainer import MANIFEST
+    from .cells import TRAINING_LOG
+
     rows = []
     for r in res["variants"]:
-        for f in sorted((exp / "variants" / r["variant"]).glob("seed-*/model/hardneg_train.json")):
+        for seed in sorted((exp / "variants" / r["variant"]).glob("seed-*")):
+            f = seed / TRAINING_LOG if (seed / TRAINING_LOG).exists() else seed / "model" / MANIFEST
+            if not f.exists():
+                continue
             for p in json.loads(f.read_text()).get("loss_log", []):
-                rows.append({"cell": f"{r['variant']} {f.parts[-3]}", "step": p["step"], "loss": p["loss"]})
+                rows.append({"cell": f"{r['variant']} {seed.name}", "step": p["step"], "loss": p["loss"]})
     return plots.line_chart(rows, "step", "loss", "cell", "step", "training loss", "Training curves") if rows else None
 
 
