@@ -457,14 +457,15 @@ def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
 
 def test_the_nfcorpus_grid_reads_its_real_dev_split_and_keeps_it_out_of_training(scifact_dir):
     """benchmarks/nfcorpus_ab.yaml (its quick run through the CLI is the SciFact case below, on another dataset;
-    CI time): the real dev split is the dev collection, no dev query is a train query, both baselines are set."""
+    CI time): the real dev split is the dev collection, no dev query is a train query, the baselines are set."""
     from hardneg.collection import load
     from hardneg.experiment.driver import split_dev
 
     cfg = ExperimentConfig.from_file(ROOT / "benchmarks" / "nfcorpus_ab.yaml")
     cfg = cfg.model_copy(update={"dataset": str(scifact_dir.parent / "nfcorpus")})
     train, dev = split_dev(cfg, load(cfg.dataset, cfg.train_split))
-    assert dev is not None and len(dev.judged_queries()) == 324 and cfg.baselines == ["st-recipe", "st-mpnet-marginmse"]
+    assert dev is not None and len(dev.judged_queries()) == 324
+    assert cfg.baselines == ["st-recipe", "st-recipe-auto-range", "st-mpnet-marginmse"]
     assert not set(dev.query_ids[dev.judged_queries()].tolist()) & set(train.query_ids[train.judged_queries()].tolist())
     assert {v.name for v in cfg.variants} >= {"st-recipe", "st-mpnet-marginmse", "mnrl-kl-ensemble"}
 
