@@ -186,8 +186,6 @@ class Cells:
 
     def run(self, v: Variant, seed: int) -> None:
         """Mine (once per variant) -> train -> evaluate one cell, unless it is done."""
-        from ..training.trainer import MANIFEST
-
         cell = self.folder(v.name, seed)
         if load_evaluation(cell) is not None:
             return

@@ -42,7 +42,7 @@ def _per_query_mean(evals: list[Evaluation], metric: str = PRIMARY) -> np.ndarra
 def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Evaluation]],
               dev: dict[str, list[Evaluation]] | None = None, best: str | None = None) -> dict[str, Any]:
     """Mean ± std per variant; Δ vs the base model and vs the baseline, each with the paired bootstrap CI
-    and randomisation p ( :func:`hardneg.evaluation.comparison.compare`), on
+    and randomisation p (:func:`hardneg.evaluation.comparison.compare`), on
     per-query nDCG@10 averaged over seeds; with a dev split, each variant's dev nDCG@10 and the variant
     chosen on it. The dict is what ``results.json`` holds."""
     base_pq = _per_query_mean([base])
