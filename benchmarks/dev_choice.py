@@ -51,9 +51,9 @@ def main() -> None:
     for variant in chosen:
         bf16 = (cfg.budget.model_dump() | variant.budget).get("bf16") if args.bf16 is None else args.bf16
         for steps in [int(s) for s in args.steps.split(",")]:
-            tag = f"steps-{steps}{'-bf16' if bf16 else ''}"
             v = variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": bf16}})
-            cell = cells.folder(v.name, args.seed).parent / tag / f"seed-{args.seed}"
+            cell = cells.choice_model(v, args.seed).parent  # where the grid looks for it: steps-<S>[-bf16]/seed-<s>
+            tag = cell.parent.name
             done = cell / "dev_metrics.json"
             if not done.exists():
                 mine_seconds = cells.train_cell(v, args.seed, cell)
