@@ -15,14 +15,18 @@ import torch
 from typer.testing import CliRunner
 
 import hardneg
+from hardneg.candidates.encoders import cpu_bf16
 from hardneg.cli import app
+from hardneg.errors import OtherSettingsError
 from hardneg.evaluation.comparison import paired_randomisation
 from hardneg.evaluation.retrieval import Evaluation
 from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.report import report
 from hardneg.experiment.results import results_markdown, summarise
 from hardneg.training import training_table
+from hardneg.training.config import TrainConfig
 from hardneg.training.guided import GuidedInfoNCELoss
+from hardneg.training.precision import training_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -308,7 +312,7 @@ def test_a_grid_cell_takes_the_dev_choice_model_of_its_budget_only_when_its_sett
     args = ["experiment", "--config", str(cfg), "--quick", "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]
     assert runner.invoke(app, args).exit_code == 0
     cell = out / "variants" / "in-batch" / "seed-0"
-    chosen = cell.parent / "steps-3" / "seed-0"
+    chosen = cell.parent / f"steps-3{'-bf16' if training_bf16(None) else ''}" / "seed-0"  # the precision used
     chosen.mkdir(parents=True)
     os.replace(cell / "model", chosen / "model")
     shutil.rmtree(cell)
@@ -453,6 +457,21 @@ def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
     here (the CPU benchmark's faster path), not fail at the trainer's construction."""
     manifest = manifest_of(hardneg.train(run, tmp_path / "m", **tiny(static_model, bf16=True, max_steps=2)))
     assert manifest["steps"] == 2 and np.isfinite(manifest["train_loss"]) and manifest["config"]["bf16"] is True
+
+
+def test_training_defaults_to_bf16_exactly_where_the_cpu_runs_it_natively(run, static_model, tmp_path):
+    """Item 7's default: bf16 autocast on a CPU with native bf16 and no GPU, fp32 elsewhere. The manifest and the
+    settings key hold the precision used: asking for that precision explicitly finds the same model, asking for the
+    other one is other settings, and an fp32 model keeps the key it had while fp32 was the default."""
+    native = cpu_bf16() and not torch.cuda.is_available()
+    out = hardneg.train(run, tmp_path / "m", **tiny(static_model))
+    made = manifest_of(out)
+    assert made["config"]["bf16"] is native
+    assert manifest_of(hardneg.train(run, out, **tiny(static_model, bf16=native))) == made  # found, not retrained
+    with pytest.raises(OtherSettingsError):
+        hardneg.train(run, out, **tiny(static_model, bf16=not native))
+    assert "bf16" not in TrainConfig(run="r", out="o", bf16=False).fingerprint_settings()
+    assert TrainConfig(run="r", out="o", bf16=True).fingerprint_settings()["bf16"] is True
 
 
 def test_the_nfcorpus_grid_reads_its_real_dev_split_and_keeps_it_out_of_training(scifact_dir):

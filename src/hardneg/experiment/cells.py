@@ -132,7 +132,9 @@ class Cells:
     def choice_model(self, v: Variant, seed: int) -> Path:
         """Where ``benchmarks/dev_choice.py`` trains this variant and seed at the grid's budget."""
         budget = self.cfg.budget.model_dump() | v.budget
-        tag = f"steps-{budget['max_steps']}{'-bf16' if budget.get('bf16') else ''}"
+        from ..training.precision import training_bf16
+
+        tag = f"steps-{budget['max_steps']}{'-bf16' if training_bf16(budget.get('bf16')) else ''}"
         return self.out / "variants" / v.name / tag / f"seed-{seed}" / "model"
 
     def st_table_path(self, v: Variant) -> Path:

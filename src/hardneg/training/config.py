@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
     distill_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the KL term")
     infonce_weight: float = Field(1.0, ge=0, description="mnrl-kl: weight of the InfoNCE (MNRL) term")
     teacher_scale: float = Field(1.0, gt=0, description="margin-mse: fused teacher margins are multiplied by this")
-    bf16: bool = Field(False, description="bfloat16 autocast (CPUs with AVX512-BF16/AMX, recent GPUs)")
+    bf16: bool | None = Field(None, description="bfloat16 autocast [default: on for a CPU with native bf16 "
+                              "(AVX512-BF16/AMX) and no GPU, where it is faster at equal quality; fp32 elsewhere]")
     mochi_hard: int = Field(16, ge=1, description="mochi: the N hardest negatives per query the synthetic ones mix")
     mochi_mix: int = Field(16, ge=0, description="mochi: s, mixes of two hard negatives per query")
     mochi_query_mix: int = Field(8, ge=0, description="mochi: s', mixes of the query with a hard negative per query")
@@ -80,8 +81,11 @@ class TrainConfig(BaseModel):
 
     def fingerprint_settings(self) -> dict[str, Any]:
         """The settings that make the model. Options added later enter only when set away from their
-        default, so a model trained without them keeps its key."""
+        default, so a model trained without them keeps its key. The trainer resolves ``bf16`` first
+        (:func:`~hardneg.training.precision.training_bf16`), so the key holds the precision that was used."""
         unset = {k for k in _LATER if getattr(self, k) == TrainConfig.model_fields[k].default}
+        if self.bf16 is False:  # fp32, the default before bf16 became one: an fp32 model keeps its key
+            unset.add("bf16")
         if self.hard_batches:  # the sampler's settings are all part of a hard-batch model's key
             unset -= {"cluster_size", "recluster_every"}
         return self.model_dump(exclude={"out", "run", "generated"} | unset)  # generated: its content's key

@@ -21,6 +21,7 @@ from ..runs.run import Run
 from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
 from .losses import GRADED, WITH_LABELS, WITH_NEGATIVES, build_loss
+from .precision import has_gpu, training_bf16
 from .soft_labels import fuse, parse_teachers
 
 MANIFEST = "hardneg_train.json"
@@ -81,12 +82,6 @@ def training_table(run: Run, loss: str, num_negatives: int | None = None, teache
     if loss == "mnrl-idmask":  # label = the rows' ids [query, positive, negatives...] (id_masking.id_labels)
         return table.select(keep).append_column("label", pa.array(id_labels(run, k).tolist(), pa.list_(pa.int64())))
     return table.select(keep)
-
-
-def _has_gpu() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 def loss_settings(loss: Any) -> dict[str, Any]:
@@ -183,6 +178,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     )
     from sentence_transformers.base.sampler import BatchSamplers
 
+    cfg = cfg.model_copy(update={"bf16": training_bf16(cfg.bf16)})  # the precision used: in the key and manifest
     _check_run_methods(cfg, run)
     _check_graded(cfg)
     if cfg.negatives != "mined" or cfg.generated is not None:
@@ -249,7 +245,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             # every 10 steps, and at least 3 points of the loss curve for a short run
             logging_steps=max(1, min(10, cfg.max_steps // 3)) if cfg.max_steps > 0 else 10,
             disable_tqdm=not progress, bf16=cfg.bf16,
-            use_cpu=cfg.bf16 and not _has_gpu())  # transformers refuses CPU bf16 autocast unless told
+            use_cpu=cfg.bf16 and not has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table),
                                              loss=train_loss, callbacks=callbacks)
         result = trainer.train()
