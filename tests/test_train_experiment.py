@@ -484,9 +484,9 @@ def test_the_nfcorpus_grid_reads_its_real_dev_split_and_keeps_it_out_of_training
     cfg = cfg.model_copy(update={"dataset": str(scifact_dir.parent / "nfcorpus")})
     train, dev = split_dev(cfg, load(cfg.dataset, cfg.train_split))
     assert dev is not None and len(dev.judged_queries()) == 324
-    assert cfg.baselines == ["st-recipe", "st-recipe-auto-range", "st-mpnet-marginmse"]
+    assert cfg.baselines == ["st-recipe", "st-recipe-auto-range", "st-mpnet-marginmse-auto-range"]
     assert not set(dev.query_ids[dev.judged_queries()].tolist()) & set(train.query_ids[train.judged_queries()].tolist())
-    assert {v.name for v in cfg.variants} >= {"st-recipe", "st-mpnet-marginmse", "mnrl-kl-ensemble"}
+    assert {v.name for v in cfg.variants} >= {"st-recipe", "st-mpnet-marginmse-auto-range", "mnrl-kl-ensemble"}
 
 
 
