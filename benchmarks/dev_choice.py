@@ -6,12 +6,14 @@
   then runs with 3 seeds on test.
 
 Run: python benchmarks/dev_choice.py --config benchmarks/scifact_ab.yaml --variants st-recipe \
-        --steps 25,50,100 --out benchmarks/results/scifact_ab [--bf16|--no-bf16] [--seed 0]
+        --steps 25,50,100 --out benchmarks/results/scifact_ab [--bf16|--no-bf16] [--seed 0] [--against st-recipe]
 
 Each (variant, steps) cell is cached in OUT/variants/<variant>/steps-<S>[-bf16]/seed-<seed>/
 (dev_metrics.json written last), so a killed run resumes; mined runs and ST tables are shared with
 the experiment's own cells when OUT is the experiment folder. Prints one line per cell: dev nDCG@10,
-R@100, MRR@10, train and mining seconds."""
+R@100, MRR@10, train and mining seconds; with ``--against NAME``, a second line: the cell's dev nDCG@10 minus
+NAME's at the same steps, seed and precision, with its paired bootstrap 95% CI, paired randomisation p and the
+queries that went up and down (NAME's cell must be done)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from datetime import date
 from pathlib import Path
 
 from hardneg.collection import load
+from hardneg.evaluation.comparison import compare
+from hardneg.evaluation.retrieval import Evaluation
 from hardneg.experiment.cells import Cells, evaluate_model, keep_training_log
 from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.driver import split_dev
@@ -38,6 +42,7 @@ def main() -> None:
     ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
                     help="bf16 autocast (default: the config's budget.bf16)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--against", default=None, help="print each cell's dev nDCG@10 against this variant's cell")
     args = ap.parse_args()
     cfg = ExperimentConfig.from_file(args.config)
     chosen = [next(v for v in cfg.variants if v.name == name) for name in args.variants.split(",")]
@@ -67,6 +72,24 @@ def main() -> None:
                   f"R@100 {m['recall@100']:.4f}  MRR@10 {m['mrr@10']:.4f}  "
                   f"train {m['train_seconds']:.0f} s ({m['train_steps']} steps)  mine {m.get('mine_seconds', 0):.0f} s",
                   flush=True)
+            if args.against and args.against != variant.name:
+                print(against(cell, cell.parents[2] / args.against / tag / cell.name, args.against), flush=True)
+
+
+def against(cell: Path, base: Path, name: str) -> str:
+    """One line: this dev cell's nDCG@10 minus the ``base`` cell's, over the same dev queries."""
+    if not (base / "dev_metrics.json").exists():
+        return f"{'':28s} vs {name}: its cell {base} is not done"
+    a, b = (Evaluation.read(c / "dev_metrics.json", c / "dev_per_query.jsonl").per_query["ndcg@10"]
+            for c in (cell, base))
+    qids = sorted(b)
+    if sorted(a) != qids:
+        raise SystemExit(f"{cell} and {base}: different dev queries")
+    x, y = [a[q] for q in qids], [b[q] for q in qids]
+    c = compare(x, y)
+    up, down = sum(i > j for i, j in zip(x, y)), sum(i < j for i, j in zip(x, y))
+    return (f"{'':28s} vs {name}: {100 * c.delta:+.2f} points [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}], "
+            f"p = {c.p:.3f}, {up} up / {down} down of {c.n}")
 
 
 if __name__ == "__main__":
