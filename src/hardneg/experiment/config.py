@@ -31,7 +31,7 @@ class Budget(BaseModel):
     learning_rate: float = _train_field("learning_rate")
     warmup_ratio: float = _train_field("warmup_ratio")
     max_length: int | None = _train_field("max_length")
-    bf16: bool = _train_field("bf16")
+    bf16: bool | None = _train_field("bf16")
 
 
 class Variant(BaseModel):
