@@ -569,3 +569,37 @@ def test_an_experiment_file_reads_its_generated_negatives_folder_relative_to_its
     cfg = ExperimentConfig.from_file(tmp_path / "bench" / "exp.yaml")
     assert cfg.variants[0].train["generated"] == str(tmp_path / "gen")
     assert cfg.variants[1].train["generated"] == "not-made-yet"  # left to the working directory
+
+
+def test_dev_choice_compares_a_cell_with_a_baseline_query_by_query(tmp_path):
+    """``dev_choice.py --against``: the line it prints is the paired comparison of the two cells' per-query dev
+    nDCG@10 (matched by query id, whatever the file order), and cells over other queries are refused."""
+    import importlib.util
+
+    from hardneg.evaluation.comparison import compare
+
+    spec = importlib.util.spec_from_file_location("dev_choice", ROOT / "benchmarks" / "dev_choice.py")
+    assert spec is not None and spec.loader is not None
+    dev_choice = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dev_choice)
+    rng = np.random.default_rng(0)
+    a, b = rng.random(40), rng.random(40)
+    for name, values in (("new", a), ("base", b)):
+        Evaluation({"ndcg@10": float(values.mean()), "recall@100": 1.0, "mrr@10": 1.0},
+                   {"ndcg@10": {f"q{i}": float(v) for i, v in enumerate(values)},
+                    "recall@100": {f"q{i}": 1.0 for i in range(40)}, "mrr@10": {f"q{i}": 1.0 for i in range(40)}},
+                   40).save_per_query(tmp_path / name / "dev_per_query.jsonl")
+        (tmp_path / name / "dev_metrics.json").write_text(json.dumps(
+            {"ndcg@10": float(values.mean()), "recall@100": 1.0, "mrr@10": 1.0, "queries": 40}))
+    base_lines = (tmp_path / "base" / "dev_per_query.jsonl").read_text().splitlines()
+    (tmp_path / "base" / "dev_per_query.jsonl").write_text("\n".join(reversed(base_lines)) + "\n")  # another order
+    line = dev_choice.against(tmp_path / "new", tmp_path / "base", "base")
+    qids = sorted(f"q{i}" for i in range(40))
+    c = compare([a[int(q[1:])] for q in qids], [b[int(q[1:])] for q in qids])
+    assert f"{100 * c.delta:+.2f} points [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}], p = {c.p:.3f}" in line
+    assert f"{int((a > b).sum())} up / {int((a < b).sum())} down of 40" in line
+    assert "not done" in dev_choice.against(tmp_path / "new", tmp_path / "missing", "missing")
+    (tmp_path / "base" / "dev_per_query.jsonl").write_text("\n".join(
+        (tmp_path / "base" / "dev_per_query.jsonl").read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(SystemExit, match="different dev queries"):
+        dev_choice.against(tmp_path / "new", tmp_path / "base", "base")
