@@ -27,7 +27,7 @@ from hardneg.collection import load
 from hardneg.evaluation.comparison import compare
 from hardneg.evaluation.retrieval import Evaluation
 from hardneg.experiment.cells import Cells, evaluate_model, keep_training_log
-from hardneg.experiment.config import ExperimentConfig
+from hardneg.experiment.config import ExperimentConfig, Variant
 from hardneg.experiment.driver import split_dev
 from hardneg.progress import SILENT
 from hardneg.runs.files import write_json
@@ -45,7 +45,11 @@ def main() -> None:
     ap.add_argument("--against", default=None, help="print each cell's dev nDCG@10 against this variant's cell")
     args = ap.parse_args()
     cfg = ExperimentConfig.from_file(args.config)
-    chosen = [next(v for v in cfg.variants if v.name == name) for name in args.variants.split(",")]
+    by_name = {v.name: v for v in cfg.variants}
+    unknown = [n for n in [*args.variants.split(","), *([args.against] if args.against else [])] if n not in by_name]
+    if unknown:
+        raise SystemExit(f"{args.config}: no variant '{unknown[0]}'")
+    chosen = [by_name[name] for name in args.variants.split(",")]
     train_col, dev = split_dev(cfg, load(cfg.dataset, cfg.train_split))
     if dev is None:
         raise SystemExit(f"{args.config}: no dev split (set dev_split or dev_queries)")
@@ -56,7 +60,7 @@ def main() -> None:
     for variant in chosen:
         bf16 = (cfg.budget.model_dump() | variant.budget).get("bf16") if args.bf16 is None else args.bf16
         for steps in [int(s) for s in args.steps.split(",")]:
-            v = variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": bf16}})
+            v = at(variant, steps, bf16)
             cell = cells.choice_model(v, args.seed).parent  # where the grid looks for it: steps-<S>[-bf16]/seed-<s>
             tag = cell.parent.name
             done = cell / "dev_metrics.json"
@@ -73,7 +77,13 @@ def main() -> None:
                   f"train {m['train_seconds']:.0f} s ({m['train_steps']} steps)  mine {m.get('mine_seconds', 0):.0f} s",
                   flush=True)
             if args.against and args.against != variant.name:
-                print(against(cell, cell.parents[2] / args.against / tag / cell.name, args.against), flush=True)
+                base = cells.choice_model(at(by_name[args.against], steps, bf16), args.seed).parent
+                print(against(cell, base, args.against), flush=True)
+
+
+def at(variant: Variant, steps: int, bf16: bool | None) -> Variant:
+    """The variant at this step budget and precision (the rest of its budget kept)."""
+    return variant.model_copy(update={"budget": {**variant.budget, "max_steps": steps, "bf16": bf16}})
 
 
 def against(cell: Path, base: Path, name: str) -> str:
