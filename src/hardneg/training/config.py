@@ -53,6 +53,9 @@ class TrainConfig(BaseModel):
     cluster_size: int = Field(8, ge=1, description="queries per cluster of --hard-batches")
     recluster_every: int = Field(0, ge=0, description="re-cluster --hard-batches with the current model every N "
                                  "steps [default 0: once, with the base model]")
+    query_balanced: bool = Field(False, description="each pass serves every query once, with one of its positives "
+                                 "drawn at random (DPR / Tevatron), instead of one row per (query, positive): a "
+                                 "query with many positives weighs no more than one with a single positive")
 
     remine_every: int = Field(0, ge=0, description="re-encode the corpus with the current student and re-mine the "
                               "negatives with the run's settings every N optimiser steps (ANCE; dense teacher; 0 = off)")
@@ -95,4 +98,4 @@ _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temp
           "infonce_weight", "teacher_scale", "bf16", "mochi_hard", "mochi_mix", "mochi_query_mix", "mochi_beta_max",
           "remine_every", "adore_depth", "adore_negatives", "hard_batches", "cluster_size", "recluster_every",
           "graded_positives", "grade_temperature", "graded_in_batch", "wasserstein_form", "graded_judged_zeros",
-          "negatives", "generated")
+          "negatives", "generated", "query_balanced")

@@ -110,7 +110,7 @@ def _bisect(x: np.ndarray, cluster_size: int, seed: int, iterations: int) -> np.
     return labels
 
 
-def _codes(dataset: Any, columns: list[str]) -> np.ndarray:
+def text_codes(dataset: Any, columns: list[str]) -> np.ndarray:
     """(rows, columns) integer codes: equal codes, equal texts (one dictionary over all columns)."""
     if getattr(dataset, "_indices", None) is not None:  # a selected / shuffled view: its rows, in order
         dataset = dataset.flatten_indices()
@@ -145,7 +145,7 @@ class HardBatchSampler(DefaultBatchSampler):
         self.cluster_size, self.recluster_every = cluster_size, recluster_every
         skip = set(valid_label_columns or ()) | {"dataset_name"}
         self.text_columns = [c for c in dataset.column_names if c not in skip]
-        self.codes = _codes(dataset, self.text_columns)
+        self.codes = text_codes(dataset, self.text_columns)
         self._code_lists = self.codes.tolist()
         first, self.query_of_row = np.unique(self.codes[:, 0], return_index=True, return_inverse=True)[1:]
         self.query_texts = [str(t) for t in dataset.select(first)[self.text_columns[0]]]

@@ -181,11 +181,14 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     cfg = cfg.model_copy(update={"bf16": training_bf16(cfg.bf16)})  # the precision used: in the key and manifest
     _check_run_methods(cfg, run)
     _check_graded(cfg)
+    if cfg.hard_batches and cfg.query_balanced:
+        raise ConfigError("hard_batches and query_balanced exclude each other (each one chooses the batches)")
     if cfg.negatives != "mined" or cfg.generated is not None:
         from .generated_negatives import check_negative_source
 
         check_negative_source(cfg.negatives, cfg.generated, cfg.loss, cfg.remine_every, run)
     from .hard_batches import hard_batch_sampler
+    from .query_balanced import QueryBalancedBatchSampler
 
     base_path = resolve_model(cfg.model)
     key = settings_key(cfg.fingerprint_settings(), source.get("config_fingerprint"),
@@ -226,8 +229,11 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             raise ConfigError("loss 'mnrl-idmask' needs document ids: train on a hardneg run")
         ids = np.array(table.column("label").to_pylist(), dtype=np.int64)
         loss.remember_positives(ids[:, 0], ids[:, 1])
-    sampler = (hard_batch_sampler(student, cfg.cluster_size, cfg.recluster_every) if cfg.hard_batches
-               else BatchSamplers.NO_DUPLICATES)
+    sampler: Any = BatchSamplers.NO_DUPLICATES
+    if cfg.hard_batches:
+        sampler = hard_batch_sampler(student, cfg.cluster_size, cfg.recluster_every)
+    elif cfg.query_balanced:
+        sampler = QueryBalancedBatchSampler
     with staged_dir(out, overwrite=True) as staging:
         if cfg.remine_every:
             from .refresh import attach_refresh
