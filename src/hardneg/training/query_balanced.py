@@ -3,7 +3,7 @@ drawn at random, as DPR, Tevatron and FlagEmbedding sample their training groups
 
 hardneg's training tables have one row per (query, positive). Sampled by row, as sentence-transformers'
 samplers do, a query weighs as much as it has positives. On NFCorpus the train qrels give a median query
-18 positives and the largest 1,363; a tenth of the queries hold 56% of the rows, so a budget of a few
+18 positives and the largest 1,363; a tenth of the queries hold 56% of the qrels, so a budget of a few
 thousand rows trains mostly on a few broad queries and never shows the model most of the others. Here a
 pass draws, for each query, one of its rows uniformly (seeded by ``seed`` and the epoch, so another epoch
 draws other positives), shuffles the chosen rows and cuts them into batches. A pass has one row per
