@@ -7,9 +7,9 @@ samplers do, a query weighs as much as it has positives. On NFCorpus the train q
 thousand rows trains mostly on a few broad queries and never shows the model most of the others. Here a
 pass draws, for each query, one of its rows uniformly (seeded by ``seed`` and the epoch, so another epoch
 draws other positives), shuffles the chosen rows and cuts them into batches. A pass has one row per
-query, so an epoch is ``ceil(queries / batch_size)`` batches. With one positive per query the
-collection's queries are equally likely to be in a batch, whatever their number of positives; with one
-row per query the sampler serves rows exactly as ``NO_DUPLICATES`` would.
+query, so an epoch is ``ceil(queries / batch_size)`` batches, and every query is equally likely to be in
+a batch whatever its number of positives. On a table with one row per query (SciFact, nearly) it serves
+the same rows as ``NO_DUPLICATES``, in another order.
 
 As with ``NO_DUPLICATES``, a batch never holds the same text twice (any text column: query, positive or
 negative): a row whose text is already in the batch waits for the next batch, which takes it first. Label
