@@ -110,6 +110,22 @@ def _bisect(x: np.ndarray, cluster_size: int, seed: int, iterations: int) -> np.
     return labels
 
 
+def take_fitting(rows: list[int], batch: list[int], seen: set[int], codes: list[list[int]], batch_size: int) -> list[int]:
+    """Append to ``batch`` the ``rows``, in order, that fit: while it has room, each row none of whose text
+    codes is in ``seen`` (the batch's codes, updated). Returns the rows left, in order: those that clashed,
+    then those not reached once the batch was full."""
+    left: list[int] = []
+    for i, r in enumerate(rows):
+        if len(batch) == batch_size:
+            return left + rows[i:]
+        if seen.isdisjoint(codes[r]):
+            batch.append(r)
+            seen.update(codes[r])
+        else:
+            left.append(r)
+    return left
+
+
 def text_codes(dataset: Any, columns: list[str]) -> np.ndarray:
     """(rows, columns) integer codes: equal codes, equal texts (one dictionary over all columns)."""
     if getattr(dataset, "_indices", None) is not None:  # a selected / shuffled view: its rows, in order
@@ -267,12 +283,7 @@ class HardBatchSampler(DefaultBatchSampler):
         clash: list[int] = []
 
         def take(rows: list[int]) -> None:
-            for r in rows:
-                if len(batch) < self.batch_size and seen.isdisjoint(codes[r]):
-                    batch.append(r)
-                    seen.update(codes[r])
-                else:
-                    clash.append(r)
+            clash.extend(take_fitting(rows, batch, seen, codes, self.batch_size))
 
         waiting = pool[:]
         pool.clear()

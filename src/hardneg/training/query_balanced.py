@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from sentence_transformers.base.sampler import DefaultBatchSampler
 
-from .hard_batches import text_codes
+from .hard_batches import take_fitting, text_codes
 
 
 class QueryBalancedBatchSampler(DefaultBatchSampler):
@@ -79,15 +79,7 @@ class QueryBalancedBatchSampler(DefaultBatchSampler):
         codes = self._code_lists
         while pending:
             batch: list[int] = []
-            seen: set[int] = set()
-            waiting: list[int] = []
-            for r in pending:
-                if len(batch) < self.batch_size and seen.isdisjoint(codes[r]):
-                    batch.append(r)
-                    seen.update(codes[r])
-                else:
-                    waiting.append(r)
-            pending = waiting
+            pending = take_fitting(pending, batch, set(), codes, self.batch_size)
             if len(batch) < self.batch_size and self.drop_last:
                 continue
             yield batch
