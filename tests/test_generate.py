@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -229,6 +230,11 @@ def test_packaged_gemma_in_process(slice_dir, tmp_path):
     again = generate_queries(out=str(tmp_path / "b"), **kw)
     assert again.manifest["generation"]["requests_asked"] == 0
     assert again.provenance.column("text").to_pylist() == res.provenance.column("text").to_pylist()
+    # the same completions in another cache folder (another machine): the same bytes, no local path in them
+    shutil.copytree(tmp_path / "cache" / "generate", tmp_path / "elsewhere" / "generate")
+    moved = generate_queries(out=str(tmp_path / "c"), **{**kw, "cache_dir": str(tmp_path / "elsewhere")})
+    assert moved.manifest["generation"]["requests_asked"] == 0
+    assert (tmp_path / "c" / "generation.parquet").read_bytes() == (tmp_path / "a" / "generation.parquet").read_bytes()
 
 
 def test_chat_only_endpoint_concurrency_and_credentials(server, slice_dir, tmp_path):

@@ -84,6 +84,14 @@ class TextGenerator(LLMEndpoint):
         self.n_ctx = n_ctx
         self.identity: str | None = None
 
+    @property
+    def label(self) -> str:
+        """The generator as provenance rows name it: the endpoint (without credentials) or a GGUF file's
+        name, then the model. Never a local path, so that the same inputs and seed write the same bytes
+        on any machine; the file's hash is in ``describe()`` and in each row's fingerprint."""
+        where = self.endpoint if self.backend == "http" else Path(self.endpoint).name
+        return f"{where} {self.model}"
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "target": self.endpoint, "model": self.model, "api": self.api,
                 "file_sha256": self.file_sha256, "identity": self.identity}

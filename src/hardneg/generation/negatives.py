@@ -224,7 +224,7 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
                                     slot_row.tolist()], pa.string()),
         "attempts": pa.array(g.attempts, pa.int32()),
         "seed": pa.array(g.seed, pa.int64()),
-        "generator": pa.array([f"{gen.endpoint} {gen.model}"] * n, pa.string()),
+        "generator": pa.array([gen.label] * n, pa.string()),
         "generator_fingerprint": pa.array([identity] * n, pa.string()),
         "prompt_id": pa.array([prompt.prompt_id] * n, pa.string()),
         "settings": pa.array([settings] * n, pa.string()),

@@ -162,7 +162,7 @@ def generate_queries(config: QueryGenConfig | None = None, *, reporter: Reporter
         "reason": pa.array(reason.tolist(), pa.string()),
         "attempts": pa.array(g.attempts, pa.int32()),
         "seed": pa.array(g.seed, pa.int64()),
-        "generator": pa.array([f"{gen.endpoint} {gen.model}"] * len(names), pa.string()),
+        "generator": pa.array([gen.label] * len(names), pa.string()),
         "generator_fingerprint": pa.array([identity] * len(names), pa.string()),
         "prompt_id": pa.array([prompt.prompt_id] * len(names), pa.string()),
         "settings": pa.array([settings] * len(names), pa.string()),
