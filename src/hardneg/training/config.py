@@ -80,6 +80,8 @@ class TrainConfig(BaseModel):
                            "Without --run, --negatives RUN is the run folder (its old name)")
     generated: str | None = Field(None, description="folder from `hardneg generate negatives` (for --negatives "
                                   "generated | both); its fingerprint enters the model's settings key")
+    checkpoint_every: int = Field(50, ge=0, description="save a checkpoint every N optimiser steps beside --out, so that "
+                                  "a killed run resumes from it with the same result (0 = off; not for --hard-batches)")
 
 
     def fingerprint_settings(self) -> dict[str, Any]:
@@ -91,7 +93,8 @@ class TrainConfig(BaseModel):
             unset.add("bf16")
         if self.hard_batches:  # the sampler's settings are all part of a hard-batch model's key
             unset -= {"cluster_size", "recluster_every"}
-        return self.model_dump(exclude={"out", "run", "generated"} | unset)  # generated: its content's key
+        # generated: its content's key; checkpoint_every: where a run may resume, not what it makes
+        return self.model_dump(exclude={"out", "run", "generated", "checkpoint_every"} | unset)
 
 
 _LATER = ("teacher_scores", "teacher_norm", "teacher_temperature", "student_temperature", "distill_weight",

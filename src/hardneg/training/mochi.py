@@ -121,6 +121,13 @@ class MoCHiLoss(nn.Module):
         self.beta_max, self.scale, self.seed = beta_max, scale, seed
         self.generator = torch.Generator().manual_seed(seed)
 
+    def resume_state(self) -> dict[str, Any]:
+        """The mixing generator's state, for a checkpoint (:mod:`hardneg.training.checkpoints`)."""
+        return {"generator": self.generator.get_state()}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         from sentence_transformers.base.losses.merged_forward import embed_columns
 

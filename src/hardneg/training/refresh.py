@@ -172,6 +172,14 @@ class RefreshedNegativesLoss(nn.Module):
             raise ValueError(f"refreshed negatives {negatives.shape} do not match the table {self.first.shape}")
         self.negatives, self.refreshed = negatives, True
 
+    def resume_state(self) -> dict[str, Any]:
+        """The rows' current negatives, for a checkpoint (:mod:`hardneg.training.checkpoints`)."""
+        return {"negatives": self.negatives, "refreshed": self.refreshed}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        if state["refreshed"]:
+            self.set_negatives(state["negatives"])
+
     def negative_features(self, rows: np.ndarray, device: Any) -> list[dict[str, Tensor]]:
         """The current negatives of ``rows``, one feature dict per negative column."""
         from sentence_transformers.util import batch_to_device
@@ -209,6 +217,12 @@ class RemineCallback(TrainerCallback):
         self.run, self.student, self.loss, self.every, self.workdir = run, student, loss, every, workdir
         self.query_idx, self.full_length = query_idx, full_length
         self.records: list[dict[str, Any]] = []
+
+    def resume_state(self) -> dict[str, Any]:
+        return {"records": self.records}
+
+    def load_resume_state(self, state: dict[str, Any]) -> None:
+        self.records = list(state["records"])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         step = int(state.global_step)

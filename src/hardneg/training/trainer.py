@@ -18,6 +18,14 @@ from ..runs.columns import list_matrix
 from ..runs.files import staged_dir, write_json
 from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
+from .checkpoints import (
+    CheckpointCallback,
+    latest_checkpoint,
+    remove_checkpoints,
+    restore,
+    resumables,
+    resume_folder,
+)
 from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
 from .losses import GRADED, WITH_LABELS, WITH_NEGATIVES, build_loss
@@ -234,6 +242,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
         sampler = hard_batch_sampler(student, cfg.cluster_size, cfg.recluster_every)
     elif cfg.query_balanced:
         sampler = QueryBalancedBatchSampler
+    # hard batches are clustered by the student when the sampler re-clusters: not restorable, not checkpointed
+    checkpoints = resume_folder(out, key) if cfg.checkpoint_every and not cfg.hard_batches else None
     with staged_dir(out, overwrite=True) as staging:
         if cfg.remine_every:
             from .refresh import attach_refresh
@@ -243,18 +253,26 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             table, train_loss, remine = attach_refresh(run, table, student, loss, cfg.remine_every, k,
                                                        staging / "_refresh", full_length if cfg.max_length else None)
             callbacks.append(remine)
+        stateful = resumables(loss, train_loss, *callbacks)
+        resume_from = latest_checkpoint(checkpoints) if checkpoints else None
+        earlier = restore(resume_from, stateful) if resume_from else 0.0
+        if resume_from:
+            extra["resumed_from_step"] = int(resume_from.name.split("-")[1])
+        if checkpoints:
+            callbacks.append(CheckpointCallback(stateful, t0, earlier))
         args = SentenceTransformerTrainingArguments(
-            output_dir=str(staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            output_dir=str(checkpoints or staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             warmup_steps=cfg.warmup_ratio, seed=cfg.seed, data_seed=cfg.seed,
-            batch_sampler=sampler, save_strategy="no", report_to="none",
+            batch_sampler=sampler, report_to="none",
+            save_strategy="steps" if checkpoints else "no", save_steps=cfg.checkpoint_every or 500,
             # every 10 steps, and at least 3 points of the loss curve for a short run
             logging_steps=max(1, min(10, cfg.max_steps // 3)) if cfg.max_steps > 0 else 10,
             disable_tqdm=not progress, bf16=cfg.bf16,
             use_cpu=cfg.bf16 and not has_gpu())  # transformers refuses CPU bf16 autocast unless told
         trainer = SentenceTransformerTrainer(model=student, args=args, train_dataset=datasets.Dataset(table),
                                              loss=train_loss, callbacks=callbacks)
-        result = trainer.train()
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         shutil.rmtree(staging / "_trainer", ignore_errors=True)
         shutil.rmtree(staging / "_refresh", ignore_errors=True)
         if cfg.remine_every:
@@ -276,8 +294,9 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             "train_loss": float(result.training_loss),
             "loss": loss_settings(loss),
             "device": str(student.device),
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(earlier + time.perf_counter() - t0, 1),
             "versions": {p: metadata.version(p) for p in ("hardneg", "sentence-transformers", "transformers", "torch")},
             **extra,
         })
+    remove_checkpoints(out)
     return out
