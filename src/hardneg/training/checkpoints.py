@@ -80,12 +80,14 @@ def resumables(*objects: Any) -> list[Resumable]:
     return list(seen.values())
 
 
-def restore(checkpoint: Path, objects: list[Resumable]) -> float:
-    """Load the saved state of ``objects`` from ``checkpoint``; returns the training seconds it had taken."""
-    state = torch.load(checkpoint / STATE, weights_only=False) if (checkpoint / STATE).exists() else {}
-    for i, o in enumerate(objects):
-        o.load_resume_state(state[i])
-    return float(json.loads((checkpoint / MARKER).read_text())["seconds"])
+def restore(checkpoint: Path, objects: list[Resumable]) -> dict[str, Any]:
+    """Load the saved state of ``objects`` from ``checkpoint``; returns its marker (``step``, and the
+    training ``seconds`` it had taken)."""
+    if objects:
+        for o, state in zip(objects, torch.load(checkpoint / STATE, weights_only=False), strict=True):
+            o.load_resume_state(state)
+    marker: dict[str, Any] = json.loads((checkpoint / MARKER).read_text())
+    return marker
 
 
 class CheckpointCallback(TrainerCallback):

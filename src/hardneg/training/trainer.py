@@ -255,9 +255,10 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             callbacks.append(remine)
         stateful = resumables(loss, train_loss, *callbacks)
         resume_from = latest_checkpoint(checkpoints) if checkpoints else None
-        earlier = restore(resume_from, stateful) if resume_from else 0.0
+        earlier = 0.0
         if resume_from:
-            extra["resumed_from_step"] = int(resume_from.name.split("-")[1])
+            marker = restore(resume_from, stateful)
+            extra["resumed_from_step"], earlier = int(marker["step"]), float(marker["seconds"])
         if checkpoints:
             callbacks.append(CheckpointCallback(stateful, t0, earlier))
         args = SentenceTransformerTrainingArguments(
