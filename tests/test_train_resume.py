@@ -66,6 +66,10 @@ def test_an_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(optio
     manifest = json.loads((resumed / "hardneg_train.json").read_text())
     assert manifest["resumed_from_step"] == 4 and manifest["steps"] == STEPS
     assert weights(resumed) == weights(whole)
+    # the recorded training loss is the mean over all the steps, not only those after the resume
+    whole_manifest = json.loads((whole / "hardneg_train.json").read_text())
+    assert manifest["train_loss"] == pytest.approx(whole_manifest["train_loss"], rel=1e-6)
+    assert manifest["loss_log"] == whole_manifest["loss_log"]
     assert not resume_dir(out).exists()  # published: the checkpoints are gone
     # the stop was real: without the checkpoint the same run would have been different from step 1 on
     assert weights(whole) != weights(Path(static_model))
@@ -107,13 +111,13 @@ def test_refreshed_negatives_are_restored_with_the_checkpoint(scifact_slice, cac
 
 
 def test_a_run_killed_by_sigkill_resumes_through_the_cli(run, static_model, hardneg_exe, tmp_path):
-    """The installed CLI, killed with SIGKILL once it has saved a checkpoint, then run again."""
-    steps = 3000
+    """The installed CLI, killed with SIGKILL once it has saved its first checkpoint, then run again."""
+    steps = 40  # the kill lands within 50 ms of the first checkpoint (step 10), 30 steps before the end
 
     def train(out: Path) -> subprocess.Popen:
         return subprocess.Popen([hardneg_exe, "train", "--negatives", str(run.path), "--out", str(out), "--model",
                                  static_model, "--batch-size", "4", "--max-steps", str(steps), "--warmup-ratio",
-                                 "0", "--checkpoint-every", "100", "--learning-rate", "0.05", "--quiet"],
+                                 "0", "--checkpoint-every", "10", "--learning-rate", "0.05", "--quiet"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     out = tmp_path / "killed"

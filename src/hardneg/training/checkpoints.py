@@ -90,13 +90,34 @@ def restore(checkpoint: Path, objects: list[Resumable]) -> dict[str, Any]:
     return marker
 
 
+class LossTally:
+    """The sum and count of the losses a loss module returns while it trains, kept across a resume: the
+    trainer's own ``training_loss`` averages only the steps since it last started."""
+
+    def __init__(self, loss: torch.nn.Module):
+        self.total, self.steps = 0.0, 0
+        loss.register_forward_hook(self._add)
+
+    def _add(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        self.total += float(output.detach())
+        self.steps += 1
+
+    def resume_from(self, marker: dict[str, Any]) -> None:
+        """Continue from a checkpoint's marker (one written before the tally existed starts from 0)."""
+        self.total, self.steps = float(marker.get("loss_sum", 0.0)), int(marker.get("loss_steps", 0))
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(self.steps, 1)
+
+
 class CheckpointCallback(TrainerCallback):
     """After the trainer saves a checkpoint: saves ``objects``' state beside it, writes the marker
-    (training seconds so far, counted from ``start`` plus ``earlier`` seconds of an earlier attempt)
-    and removes the older checkpoints."""
+    (training seconds so far, counted from ``start`` plus ``earlier`` seconds of an earlier attempt, and
+    the loss tally) and removes the older checkpoints."""
 
-    def __init__(self, objects: list[Resumable], start: float, earlier: float = 0.0):
-        self.objects, self.start, self.earlier = objects, start, earlier
+    def __init__(self, objects: list[Resumable], tally: LossTally, start: float, earlier: float = 0.0):
+        self.objects, self.tally, self.start, self.earlier = objects, tally, start, earlier
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         folder = Path(args.output_dir)
@@ -104,7 +125,8 @@ class CheckpointCallback(TrainerCallback):
         if self.objects:
             torch.save([o.resume_state() for o in self.objects], checkpoint / STATE)
         write_json(checkpoint / MARKER, {"step": int(state.global_step),
-                                         "seconds": round(self.earlier + time.perf_counter() - self.start, 1)})
+                                         "seconds": round(self.earlier + time.perf_counter() - self.start, 1),
+                                         "loss_sum": self.tally.total, "loss_steps": self.tally.steps})
         for old in folder.glob("checkpoint-*"):
             if old != checkpoint:
                 shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,7 @@ from ..runs.fingerprint import folder_fingerprint, resolve_model, settings_key
 from ..runs.run import Run
 from .checkpoints import (
     CheckpointCallback,
+    LossTally,
     latest_checkpoint,
     remove_checkpoints,
     restore,
@@ -253,14 +254,15 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             table, train_loss, remine = attach_refresh(run, table, student, loss, cfg.remine_every, k,
                                                        staging / "_refresh", full_length if cfg.max_length else None)
             callbacks.append(remine)
-        stateful = resumables(loss, train_loss, *callbacks)
+        stateful, tally = resumables(loss, train_loss, *callbacks), LossTally(train_loss)
         resume_from = latest_checkpoint(checkpoints) if checkpoints else None
         earlier = 0.0
         if resume_from:
             marker = restore(resume_from, stateful)
             extra["resumed_from_step"], earlier = int(marker["step"]), float(marker["seconds"])
+            tally.resume_from(marker)
         if checkpoints:
-            callbacks.append(CheckpointCallback(stateful, t0, earlier))
+            callbacks.append(CheckpointCallback(stateful, tally, t0, earlier))
         args = SentenceTransformerTrainingArguments(
             output_dir=str(checkpoints or staging / "_trainer"), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
             per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
@@ -292,7 +294,8 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
             "train_rows": table.num_rows,
             "columns": table.column_names,
             "steps": int(result.global_step),
-            "train_loss": float(result.training_loss),
+            "train_loss": tally.mean,  # over every step, also those before a resume
+            "train_loss_steps": tally.steps,
             "loss": loss_settings(loss),
             "device": str(student.device),
             "seconds": round(earlier + time.perf_counter() - t0, 1),
