@@ -134,3 +134,24 @@ def test_a_run_killed_by_sigkill_resumes_through_the_cli(run, static_model, hard
     assert json.loads((out / "hardneg_train.json").read_text())["resumed_from_step"] > 0
     assert train(tmp_path / "whole").wait() == 0
     assert weights(out) == weights(tmp_path / "whole")
+
+
+def test_the_loss_tally_sums_what_the_loss_returns_and_continues_from_a_marker():
+    import torch
+
+    from hardneg.training.checkpoints import LossTally
+
+    class Parts(torch.nn.Module):
+        def forward(self, x):
+            return {"infonce": x.sum(), "distill": 2 * x.sum()}
+
+    loss = Parts()
+    tally = LossTally(loss)
+    loss(torch.ones(2))
+    loss(torch.zeros(2))
+    assert (tally.total, tally.steps, tally.mean) == (6.0, 2, 3.0)  # the parts summed, as the trainer does
+    tally.resume_from({"step": 4, "seconds": 1.0, "loss_sum": 10.0, "loss_steps": 4})
+    loss(torch.ones(1))
+    assert (tally.total, tally.steps) == (13.0, 5)
+    tally.resume_from({"step": 4, "seconds": 1.0})  # a marker written before the tally: the steps after it only
+    assert (tally.total, tally.steps) == (0.0, 0)

@@ -98,8 +98,10 @@ class LossTally:
         self.total, self.steps = 0.0, 0
         loss.register_forward_hook(self._add)
 
-    def _add(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        self.total += float(output.detach())
+    def _add(self, module: torch.nn.Module, inputs: Any, output: torch.Tensor | dict[str, torch.Tensor]) -> None:
+        # a loss may return named parts, which the trainer sums
+        value = torch.stack(list(output.values())).sum() if isinstance(output, dict) else output
+        self.total += float(value.detach())
         self.steps += 1
 
     def resume_from(self, marker: dict[str, Any]) -> None:
