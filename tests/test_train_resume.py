@@ -150,8 +150,8 @@ def test_the_loss_tally_sums_what_the_loss_returns_and_continues_from_a_marker()
     loss(torch.ones(2))
     loss(torch.zeros(2))
     assert (tally.total, tally.steps, tally.mean) == (6.0, 2, 3.0)  # the parts summed, as the trainer does
-    tally.resume_from({"step": 4, "seconds": 1.0, "loss_sum": 10.0, "loss_steps": 4})
+    tally.continue_from({"step": 4, "seconds": 1.0, "loss_sum": 10.0, "loss_steps": 4})
     loss(torch.ones(1))
     assert (tally.total, tally.steps) == (13.0, 5)
-    tally.resume_from({"step": 4, "seconds": 1.0})  # a marker written before the tally: the steps after it only
+    tally.continue_from({"step": 4, "seconds": 1.0})  # a marker written before the tally: the steps after it only
     assert (tally.total, tally.steps) == (0.0, 0)

@@ -104,7 +104,7 @@ class LossTally:
         self.total += float(value.detach())
         self.steps += 1
 
-    def resume_from(self, marker: dict[str, Any]) -> None:
+    def continue_from(self, marker: dict[str, Any]) -> None:
         """Continue from a checkpoint's marker (one written before the tally existed starts from 0)."""
         self.total, self.steps = float(marker.get("loss_sum", 0.0)), int(marker.get("loss_steps", 0))
 

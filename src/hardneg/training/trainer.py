@@ -260,7 +260,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
         if resume_from:
             marker = restore(resume_from, stateful)
             extra["resumed_from_step"], earlier = int(marker["step"]), float(marker["seconds"])
-            tally.resume_from(marker)
+            tally.continue_from(marker)
         if checkpoints:
             callbacks.append(CheckpointCallback(stateful, tally, t0, earlier))
         args = SentenceTransformerTrainingArguments(
