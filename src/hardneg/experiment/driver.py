@@ -109,9 +109,10 @@ def split_dev(cfg: ExperimentConfig, train: Collection, quick: bool = False) -> 
 
 def _quick_slice(col: Collection, queries: int, max_positives: int = 400) -> Collection:
     """A CI-sized slice: up to ``queries`` judged queries, fewer where queries have many positives (NFCorpus:
-    ~40 each), so that the slice's corpus (their positives + 200 others) stays a few hundred documents."""
+    ~40 each), so that the slice's corpus (their positives + 60 others) stays a few hundred documents at most:
+    encoding them for mining and for each cell's dev and test scores is most of a quick grid's time."""
     per_query = col.positives().query_idx.size / max(col.judged_queries().size, 1)
-    return col.slice(int(min(queries, max(5, max_positives // max(per_query, 1.0)))), extra_docs=200)
+    return col.slice(int(min(queries, max(5, max_positives // max(per_query, 1.0)))), extra_docs=60)
 
 
 def _best_on_dev(cells: Cells, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
