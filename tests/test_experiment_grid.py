@@ -361,3 +361,19 @@ def test_dev_choice_compares_a_cell_with_a_baseline_query_by_query(tmp_path):
         (tmp_path / "base" / "dev_per_query.jsonl").read_text().splitlines()[:-1]) + "\n")
     with pytest.raises(SystemExit, match="different dev queries"):
         dev_choice.against(tmp_path / "new", tmp_path / "base", "base")
+
+
+def test_cells_run_seed_major_the_dev_choices_extra_seeds_too():
+    """A grid cut short stays balanced: every variant's seed s runs before any variant's next seed, also for the
+    extra seeds of the dev-chosen variant and the baselines (they once ran variant by variant, so a cut grid
+    had both baselines' three seeds and the chosen variant's one)."""
+    from hardneg.experiment.driver import seed_major
+
+    cfg = ExperimentConfig.from_file(ROOT / "benchmarks" / "scifact_ab.yaml")
+    names = [v.name for v in cfg.variants]
+    plan = {n: [0] for n in names}
+    assert [(v.name, s) for v, s in seed_major(cfg.variants, plan)] == [(n, 0) for n in names]
+    extra = {"st-recipe": [2], "st-mpnet-marginmse": [1, 2], "mnrl-hn-ensemble-refresh": [1, 2]}  # st seed 1 done
+    order = [(v.name, s) for v, s in seed_major(cfg.variants, extra)]
+    assert order == [("st-mpnet-marginmse", 1), ("mnrl-hn-ensemble-refresh", 1),
+                     ("st-recipe", 2), ("st-mpnet-marginmse", 2), ("mnrl-hn-ensemble-refresh", 2)]

@@ -71,19 +71,16 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
     base = evaluate_cell(out / "base", test_col, dev_col, cfg.base_model, cfg, reporter)
     cells = Cells(out, cfg, train_col, test_col, dev_col, reporter)
     plan = {v.name: list(v.seeds or cfg.seeds) for v in cfg.variants}
-    for seed in sorted({s for seeds in plan.values() for s in seeds}):  # seed-major: a cut grid stays balanced
-        for v in cfg.variants:
-            if seed in plan[v.name]:
-                cells.run(v, seed)
+    for v, seed in seed_major(cfg.variants, plan):
+        cells.run(v, seed)
     best = None
     if cfg.best_seeds:
         best = _best_on_dev(cells, [v for v in cfg.variants if v.kind == "hardneg"], plan)
-        for v in cfg.variants:
-            if v.name == best or v.name in cfg.baselines:
-                for seed in cfg.best_seeds:
-                    if seed not in plan[v.name]:
-                        plan[v.name].append(seed)
-                        cells.run(v, seed)
+        extra = {v.name: [s for s in cfg.best_seeds if s not in plan[v.name]]
+                 for v in cfg.variants if v.name == best or v.name in cfg.baselines}
+        for v, seed in seed_major(cfg.variants, extra):
+            plan[v.name].append(seed)
+            cells.run(v, seed)
     test = {name: [cells.load(name, s) for s in seeds] for name, seeds in plan.items()}
     dev = None
     if dev_col is not None:
@@ -113,6 +110,15 @@ def _quick_slice(col: Collection, queries: int, max_positives: int = 400) -> Col
     encoding them for mining and for each cell's dev and test scores is most of a quick grid's time."""
     per_query = col.positives().query_idx.size / max(col.judged_queries().size, 1)
     return col.slice(int(min(queries, max(5, max_positives // max(per_query, 1.0)))), extra_docs=60)
+
+
+def seed_major(variants: list[Variant], plan: dict[str, list[int]]) -> list[tuple[Variant, int]]:
+    """The cells of ``plan`` (variant name -> seeds; variants not in it have none) in the order they run: every
+    variant's seed s before any variant's next seed, variants in the config's order. A grid cut short, the dev
+    choice's extra seeds included, then has as many seeds of the chosen variant as of its baselines (give or
+    take one)."""
+    seeds = sorted({s for ss in plan.values() for s in ss})
+    return [(v, s) for s in seeds for v in variants if s in plan.get(v.name, ())]
 
 
 def _best_on_dev(cells: Cells, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
