@@ -39,6 +39,11 @@ def test_console_script_mines_a_real_slice(slice_dir, cache_dir, tmp_path, hardn
     assert neg.num_rows == 30
     assert sum(len(x) for x in neg.column("negative_ids").to_pylist()) >= 0.95 * 30 * 4
     assert "coverage" in proc.stdout
+    # Progress goes to stderr, as plain lines where stderr is a pipe (stdout stays the command's output; rich
+    # bars used to land on stdout, and only their final frame, so a background run logged nothing for hours).
+    done = r"^bm25 index: [\d,]+/[\d,]+ \(100%\), \d+:\d\d:\d\d elapsed$"  # the step every bm25 mining takes
+    assert re.search(done, proc.stderr, re.MULTILINE), proc.stderr
+    assert "100%" not in proc.stdout and "━" not in proc.stdout
 
 
 def test_mine_rerun_stats_and_config(slice_dir, cache_dir, tmp_path):
