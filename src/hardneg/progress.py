@@ -31,6 +31,36 @@ def _no_rate(n: int = 1, amount: int = 0) -> None:
     return None
 
 
+class _Meter:
+    """One step's counts: items done, the amount behind its rate, and the plain line
+    ``description: done/total (p%), elapsed, left[, rate]`` (for stderr that is not a terminal)."""
+
+    def __init__(self, description: str, total: int, unit: str):
+        self.description, self.total, self.unit = description, total, unit
+        self.start = self.shown_at = time.perf_counter()
+        self.done = self.amount = 0
+        self.shown = -1  # the count the last line showed
+
+    def count(self, n: int, more: int) -> None:
+        self.done += n
+        self.amount += more
+
+    def rate(self) -> str:
+        return f"{self.amount / max(time.perf_counter() - self.start, 1e-9):,.1f} {self.unit}" if self.unit else ""
+
+    def line(self) -> str:
+        now = time.perf_counter()
+        elapsed, done, total = now - self.start, self.done, self.total
+        parts = [f"{self.description}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)",
+                 f"{timedelta(seconds=round(elapsed))} elapsed"]
+        if 0 < done < total:
+            parts.append(f"{timedelta(seconds=round(elapsed / done * (total - done)))} left")
+        if self.unit:
+            parts.append(self.rate())
+        self.shown_at, self.shown = now, done
+        return ", ".join(parts)
+
+
 class Reporter:
     """Hands out progress bars. ``Reporter(enabled=False)`` hands out no-ops; ``every``: seconds between two
     lines where stderr is not a terminal."""
@@ -58,19 +88,19 @@ class Reporter:
             yield _no_rate
             return
         console = Console(stderr=True, soft_wrap=True)
-        start, done, amount = time.perf_counter(), [0], [0]
-
-        def rate() -> str:
-            return f"{amount[0] / max(time.perf_counter() - start, 1e-9):,.1f} {unit}" if unit else ""
-
+        meter = _Meter(description, total, unit)
         if not console.is_terminal:
-            with self._lines(console, description, total, start, done, rate) as show:
-                def advance_line(n: int = 1, more: int = 0) -> None:
-                    done[0] += n
-                    amount[0] += more
-                    show()
 
+            def advance_line(n: int = 1, more: int = 0) -> None:
+                meter.count(n, more)
+                if time.perf_counter() - meter.shown_at >= self.every:
+                    console.print(meter.line(), highlight=False, markup=False)
+
+            try:
                 yield advance_line
+            finally:  # also where the step stops on an error or Ctrl-C: the log says how far it got
+                if meter.shown != meter.done:
+                    console.print(meter.line(), highlight=False, markup=False)
             return
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -78,39 +108,10 @@ class Reporter:
             tid = progress.add_task(description, total=total, rate=f"- {unit}" if unit else "")
 
             def advance(n: int = 1, more: int = 0) -> None:
-                amount[0] += more
-                progress.update(tid, advance=n, rate=rate())
+                meter.count(n, more)
+                progress.update(tid, advance=n, rate=meter.rate())
 
             yield advance
-
-    @contextmanager
-    def _lines(self, console: Console, description: str, total: int, start: float, done: list[int],
-               rate: Callable[[], str]) -> Iterator[Callable[[], None]]:
-        """``show()`` prints ``description: done/total (p%), elapsed, left[, rate]`` when ``every`` seconds have
-        passed since the last line; the last line is printed when the step ends, or stops."""
-        shown = [start, -1]
-
-        def line() -> None:
-            now = time.perf_counter()
-            elapsed = now - start
-            parts = [f"{description}: {done[0]:,}/{total:,} ({100 * done[0] / max(total, 1):.0f}%)",
-                     f"{timedelta(seconds=round(elapsed))} elapsed"]
-            if 0 < done[0] < total:
-                parts.append(f"{timedelta(seconds=round(elapsed / done[0] * (total - done[0])))} left")
-            if rate():
-                parts.append(rate())
-            console.print(", ".join(parts), highlight=False, markup=False)
-            shown[:] = [now, done[0]]
-
-        def show() -> None:
-            if time.perf_counter() - shown[0] >= self.every:
-                line()
-
-        try:
-            yield show
-        finally:  # also where the step stops on an error or Ctrl-C: the log says how far it got
-            if shown[1] != done[0]:
-                line()
 
     def note(self, text: str) -> None:
         """One line for the user (a plan, an estimate) on stderr; nothing when progress is off."""
