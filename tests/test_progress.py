@@ -48,3 +48,20 @@ def test_off_prints_nothing(capsys):
     with Reporter(enabled=False, every=0).rate_task("generate", 8, "tok/s") as advance:
         advance(8, 100)
     assert capsys.readouterr() == ("", "")
+
+
+def test_a_resumed_run_estimates_the_time_left_from_the_items_that_cost_time(capsys, monkeypatch):
+    """680 of 1,000 generations come back from the cache at once, then 20 are asked in 60 s: 300 are left
+    at 3 s each, so 15 minutes (not the 26 s that 700 items in 60 s would suggest)."""
+    clock = [1000.0]
+    monkeypatch.setattr("hardneg.progress.time.perf_counter", lambda: clock[0])
+    with Reporter(every=3600).rate_task("generate", 1000, "tok/s", replays=680) as advance:
+        for _ in range(680):
+            advance(1, 0, True)
+        for _ in range(20):
+            clock[0] += 3.0
+            advance(1, 50, False)
+        before_the_end = lines(capsys.readouterr().err)
+    assert before_the_end == []  # nothing before the interval
+    (got,) = lines(capsys.readouterr().err)
+    assert got.startswith("generate: 700/1,000 (70%), 0:01:00 elapsed, 0:15:00 left"), got

@@ -16,34 +16,46 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 Advance = Callable[[int], None]
-RateAdvance = Callable[[int, int], None]
+RateAdvance = Callable[[int, int, bool], None]
 
 
 def _no_progress(n: int = 1) -> None:
     return None
 
 
-def _no_rate(n: int = 1, amount: int = 0) -> None:
+def _no_rate(n: int = 1, amount: int = 0, replayed: bool = False) -> None:
     return None
 
 
 class _Meter:
     """One step's counts: items done, the amount behind its rate, and the plain line
-    ``description: done/total (p%), elapsed, left[, rate]`` (for stderr that is not a terminal)."""
+    ``description: done/total (p%), elapsed, left[, rate]`` (for stderr that is not a terminal).
 
-    def __init__(self, description: str, total: int, unit: str):
-        self.description, self.total, self.unit = description, total, unit
+    ``replays``: how many items are expected back at no cost (a resumed run's cache hits). The time left is
+    the time per item that did cost, times the costly items still to come, so the instant replays at the start
+    of a resumed run do not make it look nearly done."""
+
+    def __init__(self, description: str, total: int, unit: str, replays: int = 0):
+        self.description, self.total, self.unit, self.replays = description, total, unit, replays
         self.start = self.shown_at = time.perf_counter()
-        self.done = self.amount = 0
+        self.done = self.amount = self.replayed = 0
         self.shown = -1  # the count the last line showed
 
-    def count(self, n: int, more: int) -> None:
+    def count(self, n: int, more: int, replayed: bool = False) -> None:
         self.done += n
         self.amount += more
+        self.replayed += n if replayed else 0
+
+    def left(self, elapsed: float) -> float | None:
+        """Seconds still to go; None before a costly item is done, or when nothing is left."""
+        worked = self.done - self.replayed
+        costly_left = self.total - self.done - max(self.replays - self.replayed, 0)
+        if worked <= 0 or self.done >= self.total:
+            return None
+        return elapsed / worked * max(costly_left, 0)
 
     def rate(self) -> str:
         return f"{self.amount / max(time.perf_counter() - self.start, 1e-9):,.1f} {self.unit}" if self.unit else ""
@@ -53,8 +65,9 @@ class _Meter:
         elapsed, done, total = now - self.start, self.done, self.total
         parts = [f"{self.description}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)",
                  f"{timedelta(seconds=round(elapsed))} elapsed"]
-        if 0 < done < total:
-            parts.append(f"{timedelta(seconds=round(elapsed / done * (total - done)))} left")
+        left = self.left(elapsed)
+        if left is not None:
+            parts.append(f"{timedelta(seconds=round(left))} left")
         if self.unit:
             parts.append(self.rate())
         self.shown_at, self.shown = now, done
@@ -76,23 +89,25 @@ class Reporter:
             return
         with self.rate_task(description, total, "") as advance:
             def count(n: int = 1) -> None:
-                advance(n, 0)
+                advance(n, 0, False)
 
             yield count
 
     @contextmanager
-    def rate_task(self, description: str, total: int, unit: str) -> Iterator[RateAdvance]:
-        """A bar over ``total`` items that also shows a rate of something else (``advance(items,
-        amount)``; e.g. generated tokens per second, ``unit="tok/s"``; no rate when ``unit`` is empty)."""
+    def rate_task(self, description: str, total: int, unit: str, replays: int = 0) -> Iterator[RateAdvance]:
+        """A bar over ``total`` items that also shows a rate of something else (``advance(items, amount,
+        replayed)``; e.g. generated tokens per second, ``unit="tok/s"``; no rate when ``unit`` is empty).
+        ``replays`` items are expected back from a cache at no cost (``replayed=True``); the time left
+        leaves them out (see :class:`_Meter`)."""
         if not self.enabled:
             yield _no_rate
             return
         console = Console(stderr=True, soft_wrap=True)
-        meter = _Meter(description, total, unit)
+        meter = _Meter(description, total, unit, replays)
         if not console.is_terminal:
 
-            def advance_line(n: int = 1, more: int = 0) -> None:
-                meter.count(n, more)
+            def advance_line(n: int = 1, more: int = 0, replayed: bool = False) -> None:
+                meter.count(n, more, replayed)
                 if time.perf_counter() - meter.shown_at >= self.every:
                     console.print(meter.line(), highlight=False, markup=False)
 
@@ -103,13 +118,15 @@ class Reporter:
                     console.print(meter.line(), highlight=False, markup=False)
             return
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("{task.fields[left]}"),
                       console=console, transient=False) as progress:
-            tid = progress.add_task(description, total=total, rate=f"- {unit}" if unit else "")
+            tid = progress.add_task(description, total=total, rate=f"- {unit}" if unit else "", left="")
 
-            def advance(n: int = 1, more: int = 0) -> None:
-                meter.count(n, more)
-                progress.update(tid, advance=n, rate=meter.rate())
+            def advance(n: int = 1, more: int = 0, replayed: bool = False) -> None:
+                meter.count(n, more, replayed)
+                left = meter.left(time.perf_counter() - meter.start)
+                progress.update(tid, advance=n, rate=meter.rate(),
+                                left="" if left is None else f"{timedelta(seconds=round(left))} left")
 
             yield advance
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..decisions.llm_endpoint import LLMReplyError
-from ..progress import SILENT, Reporter
+from ..progress import SILENT, RateAdvance, Reporter
 from ..runs.files import hash64
 from .cache import CompletionCache, request_key
 from .client import Completion, GenerationError, Sampling, TextGenerator
@@ -107,16 +107,17 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
     allowed = max_error_rate * n
     state: dict[str, Any] = {"failed": 0, "asked": 0, "errors": 0, "last": None, "fatal": None}
 
-    def work(slot: int, advance: Callable[[int, int], None]) -> None:
+    def work(slot: int, advance: RateAdvance) -> None:
         if stop.is_set():
             return
         prompt = prompts[int(slot_prompt[slot])]
-        why, asked_tokens = "", 0
+        why, asked_tokens, replayed = "", 0, True
         for a in range(attempts):
             sd = slot_seed(seed, names[slot], a)
             key = request_key(prompt, sdict, sd)
             c = cache.get_many([key]).get(key)
             if c is None:
+                replayed = False  # this slot cost a request (the time left is estimated from such slots)
                 try:
                     c = gen.complete(prompt, sampling, sd)
                 except GenerationError as exc:
@@ -149,12 +150,12 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
                 state["failed"] += 1
                 if state["failed"] > allowed:
                     stop.set()  # the share is exceeded whatever the other slots give
-        advance(1, asked_tokens)
+        advance(1, asked_tokens, replayed)
 
     # One prompt's slots back to back (llama.cpp reuses its evaluated prefix), in a stable order.
     order = np.lexsort((np.arange(n), slot_prompt)).tolist()
     workers = 1 if gen.backend == "gguf" else max(1, concurrency)
-    with reporter.rate_task("generate", n, "tok/s") as advance, ThreadPoolExecutor(workers) as pool:
+    with reporter.rate_task("generate", n, "tok/s", replays=plan["cached"]) as advance, ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda s: work(s, advance), order))
     if state["fatal"] is not None:
         raise GenerationError(f"{state['fatal']}; {state['failed']} of {n} generations had failed before")
