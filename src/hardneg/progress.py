@@ -49,13 +49,13 @@ class _Meter:
         self.amount += more
         self.replayed += n if replayed else 0
 
-    def left(self, elapsed: float) -> float | None:
-        """Seconds still to go; None before a costly item is done, or when nothing is left."""
+    def left(self) -> str:
+        """``H:MM:SS left``; empty before a costly item is done, or when nothing is left."""
         worked = self.done - self.replayed
-        costly_left = self.total - self.done - max(self.replays - self.replayed, 0)
         if worked <= 0 or self.done >= self.total:
-            return None
-        return elapsed / worked * max(costly_left, 0)
+            return ""
+        costly_left = max(self.total - self.done - max(self.replays - self.replayed, 0), 0)
+        return f"{timedelta(seconds=round((time.perf_counter() - self.start) / worked * costly_left))} left"
 
     def rate(self) -> str:
         return f"{self.amount / max(time.perf_counter() - self.start, 1e-9):,.1f} {self.unit}" if self.unit else ""
@@ -65,9 +65,8 @@ class _Meter:
         elapsed, done, total = now - self.start, self.done, self.total
         parts = [f"{self.description}: {done:,}/{total:,} ({100 * done / max(total, 1):.0f}%)",
                  f"{timedelta(seconds=round(elapsed))} elapsed"]
-        left = self.left(elapsed)
-        if left is not None:
-            parts.append(f"{timedelta(seconds=round(left))} left")
+        if left := self.left():
+            parts.append(left)
         if self.unit:
             parts.append(self.rate())
         self.shown_at, self.shown = now, done
@@ -124,9 +123,7 @@ class Reporter:
 
             def advance(n: int = 1, more: int = 0, replayed: bool = False) -> None:
                 meter.count(n, more, replayed)
-                left = meter.left(time.perf_counter() - meter.start)
-                progress.update(tid, advance=n, rate=meter.rate(),
-                                left="" if left is None else f"{timedelta(seconds=round(left))} left")
+                progress.update(tid, advance=n, rate=meter.rate(), left=meter.left())
 
             yield advance
 
