@@ -9,7 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from hardneg.evaluation.comparison import compare, paired_bootstrap_ci, paired_randomisation
+from hardneg.evaluation.comparison import (
+    compare,
+    minimum_detectable_effect,
+    paired_bootstrap_ci,
+    paired_randomisation,
+)
 from hardneg.evaluation.retrieval import Evaluation
 from hardneg.experiment.config import ExperimentConfig
 from hardneg.experiment.report import report
@@ -55,6 +60,35 @@ def test_the_interval_is_paired_and_seeded():
         compare(a, b[:-1])
 
 
+def test_the_minimum_detectable_effect_by_hand():
+    a, b = np.array([0.6, 0.9, 0.4, 1.0]), np.array([0.5, 0.6, 0.5, 0.5])  # differences 0.1, 0.3, -0.1, 0.5
+    sd = np.sqrt(((0.1 - 0.2) ** 2 + 0.1 ** 2 + 0.3 ** 2 + 0.3 ** 2) / 3)
+    assert minimum_detectable_effect(a, b) == pytest.approx((1.959964 + 0.841621) * sd / 2, rel=1e-6)
+    assert compare(a, b, resamples=99).mde == minimum_detectable_effect(a, b)
+    # a stricter test (99%) or more power asks for a larger effect; four times the queries, about half of it
+    # (the same differences four times: the sd's ddof=1 goes from 3 to 15, hence sqrt(12 / 15))
+    assert minimum_detectable_effect(a, b, confidence=0.99) > minimum_detectable_effect(a, b)
+    assert minimum_detectable_effect(a, b, power=0.9) > minimum_detectable_effect(a, b)
+    assert minimum_detectable_effect(np.tile(a, 4), np.tile(b, 4)) == pytest.approx(
+        minimum_detectable_effect(a, b) / 2 * np.sqrt(12 / 15), rel=1e-9)
+    assert minimum_detectable_effect([0.5], [0.4]) == float("inf")
+
+
+def test_a_true_difference_of_one_mde_is_significant_about_four_times_in_five():
+    # 300 queries, per-query differences of spread 0.26 (SciFact test's, refresh vs the ST recipe):
+    # draws whose true mean difference is the MDE come out significant at 0.05 with ~80% probability.
+    rng = np.random.default_rng(0)
+    sd, n = 0.26, 300
+    mde = (1.959964 + 0.841621) * sd / np.sqrt(n)
+    base = rng.random(n)
+    hits = [paired_randomisation(base + d, base, n=999, seed=i) < 0.05
+            for i, d in enumerate(rng.normal(mde, sd, (150, n)))]
+    assert 0.68 <= np.mean(hits) <= 0.92
+    # and the MDE measured on a draw is the one computed from its spread
+    d = rng.normal(mde, sd, n)
+    assert minimum_detectable_effect(base + d, base) == pytest.approx(mde, rel=0.1)
+
+
 def _results() -> dict:
     def cell(ndcg: float, spread: float, steps: int, seed: int) -> Evaluation:
         pq = {f"q{i}": float(np.clip(ndcg + spread * np.sin(i + seed), 0, 1)) for i in range(12)}
@@ -74,6 +108,7 @@ def test_results_md_and_the_html_report_show_the_same_table(tmp_path):
     assert res["variants"][0]["ci_baseline"] == [0.0, 0.0] and res["variants"][0]["p_vs_baseline"] == 1.0
     table = results_table(res)
     assert "95% CI" in table.headers and "[{:+.4f}, {:+.4f}]".format(*mined["ci_baseline"]) in table.rows[1]
+    assert table.rows[1][table.headers.index("MDE")] == f"{mined['mde_baseline']:.4f}" and mined["mde_baseline"] > 0
     # against the base model too (issue 15 (a): fine-tuned on generated queries vs the base model)
     assert 0 < mined["ci_base"][0] <= mined["delta_base"] <= mined["ci_base"][1]
     assert table.rows[1][table.headers.index("Δ base") + 1] == "[{:+.4f}, {:+.4f}]".format(*mined["ci_base"])
@@ -91,8 +126,8 @@ def test_results_md_and_the_html_report_show_the_same_table(tmp_path):
 def test_a_table_without_a_baseline_shows_no_baseline_numbers():
     res = _results()
     for r in res["variants"]:
-        for k in ("delta_baseline", "ci_baseline", "p_vs_baseline"):
+        for k in ("delta_baseline", "ci_baseline", "p_vs_baseline", "mde_baseline"):
             r.pop(k)
     table = results_table(res)
     at = table.headers.index("Δ baseline")
-    assert all(row[at:at + 3] == ["-", "-", "-"] for row in table.rows)
+    assert all(row[at:at + 4] == ["-", "-", "-", "-"] for row in table.rows)

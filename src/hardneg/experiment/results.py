@@ -67,6 +67,7 @@ def summarise(cfg: ExperimentConfig, base: Evaluation, cells: dict[str, list[Eva
             row["delta_baseline"] = row[PRIMARY] - baseline_mean
             row["ci_baseline"] = [c.ci_low, c.ci_high]
             row["p_vs_baseline"] = c.p
+            row["mde_baseline"] = c.mde
         if dev is not None:
             row[f"dev_{PRIMARY}"] = float(np.mean([e.metrics[PRIMARY] for e in dev[name]]))
         for key in ("train_seconds", "mine_seconds"):
@@ -120,13 +121,14 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
                        (f" Chosen on dev: {dev['selected']}." if dev["selected"] else ""))
     ci = f"{conf:.0%} CI"
     headers = ["variant", "seeds", *([f"dev {label(PRIMARY)}"] if dev else []), *map(label, DEFAULT_MEASURES),
-               "Δ base", ci, "p", "Δ baseline", ci, "p", "steps", "train s", "mine s"]
+               "Δ base", ci, "p", "Δ baseline", ci, "p", "MDE", "steps", "train s", "mine s"]
     rows = []
     for r in results["variants"]:
         if "delta_baseline" in r:
-            vs_baseline = [f"{r['delta_baseline']:+.4f}", _interval(r.get("ci_baseline")), f"{r['p_vs_baseline']:.3f}"]
+            vs_baseline = [f"{r['delta_baseline']:+.4f}", _interval(r.get("ci_baseline")), f"{r['p_vs_baseline']:.3f}",
+                           f"{r['mde_baseline']:.4f}" if r.get("mde_baseline") is not None else "-"]
         else:
-            vs_baseline = ["-", "-", "-"]
+            vs_baseline = ["-", "-", "-", "-"]
         rows.append([r["variant"], str(r["seeds"]), *([f"{r[f'dev_{PRIMARY}']:.4f}"] if dev else []),
                      *(f"{r[m]:.4f} ± {r[m + '_std']:.4f}" for m in DEFAULT_MEASURES),
                      f"{r['delta_base']:+.4f}", _interval(r.get("ci_base")), f"{r['p_vs_base']:.3f}", *vs_baseline,
@@ -136,7 +138,10 @@ def results_table(results: dict[str, Any]) -> ResultsTable:
     explained = (f"mine s: wall seconds of mining, teacher scoring included (as measured when the run was mined). "
                  f"Δ: on {label(PRIMARY)}. p: paired randomisation test on per-query {label(PRIMARY)} "
                  f"(averaged over seeds), two-sided. {ci}: paired bootstrap (BCa) of the mean per-query "
-                 "difference against the base model or the baseline.")
+                 "difference against the base model or the baseline. MDE: the smallest true Δ against the "
+                 f"baseline that these queries would show at p < {1 - conf:.2f} four times in five (80% power; "
+                 "normal approximation from the spread of the per-query differences): a Δ under it that is not "
+                 "significant may be real but is beyond this test set.")
     notes.append(("", explained))
     trained = f" (trained on {results['dataset']})" if results.get("test_dataset") else ""
     return ResultsTable(f"{results['name']}: {results.get('test_dataset') or results['dataset']} "
