@@ -248,3 +248,47 @@ def test_a_cross_encoder_judge_drops_what_it_finds_relevant(server, slice_dir, t
     assert [r["reason"] for r in rows] == ["cross_encoder" if x >= cut else "" for x in p]
     assert strict.manifest["counts"]["dropped"] == {"cross_encoder": int((p >= cut).sum())} and (p >= cut).any()
     assert strict.manifest["judges"]["cross_encoder"]["threshold"] == cut
+
+
+def test_mining_score_rule_drops_the_passages_the_teacher_finds_as_relevant_as_a_positive(server, slice_dir, tmp_path):
+    """--filter RULE: the dense teacher (the packaged MiniLM) scores each passage with its query and the query with
+    its positives; the passages the rule drops are dropped with the rule's name, before any judge, and both scores
+    are in the provenance (what sentence-transformers gives for those pairs). Without --filter the key and the
+    manifest are what they were before the option existed."""
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.errors import ConfigError
+    from hardneg.generation.negative_config import NegativeGenConfig
+    from hardneg.runs.fingerprint import default_model_path
+
+    fake = server(write=passage)
+    kw = {"dataset": str(slice_dir), "llm": fake.url, "per_query": 2, "sample_queries": 6, "cache_dir": str(tmp_path / "c")}
+    loose = generate_negatives(filter="maxscore:2", out=str(tmp_path / "a"), **kw)  # a cosine never exceeds 2
+    rows = loose.provenance.to_pylist()
+    score = np.array([r["teacher_score"] for r in rows])
+    ref = np.array([r["positive_score"] for r in rows])
+    assert len(rows) == 12 and all(r["kept"] for r in rows) and np.isfinite(score).all() and np.isfinite(ref).all()
+    col = load_beir(slice_dir, "train")
+    st = SentenceTransformer(default_model_path())
+    q = st.encode([r["query"] for r in rows], normalize_embeddings=True)
+    np.testing.assert_allclose(score, (q * st.encode([r["text"] for r in rows], normalize_embeddings=True)).sum(1),
+                               atol=0.02)
+    for r, qv, lo in zip(rows, q, ref):  # the lowest positive score of the passage's query
+        qi = col.query_index([r["query_id"]])[0]
+        pos = [col.doc_texts[d] for d in col.qrels.doc_idx[(col.qrels.query_idx == qi) & (col.qrels.grade > 0)]]
+        assert lo == pytest.approx(float((st.encode(pos, normalize_embeddings=True) @ qv).min()), abs=0.02)
+    gap = ref - score
+    m = float(np.median(gap))
+    strict = generate_negatives(filter=f"margin:{m}", out=str(tmp_path / "b"), **kw)
+    want = gap < m  # margin drops score > ref - m
+    assert 0 < want.sum() < len(rows)
+    assert [r["reason"] for r in strict.provenance.to_pylist()] == ["margin" if w else "" for w in want]
+    assert strict.manifest["counts"]["dropped"] == {"margin": int(want.sum())}
+    assert strict.manifest["judges"]["filter"]["rule"] == f"margin:{m}"
+    kept_ids = {d["_id"] for d in map(json.loads, (tmp_path / "b" / "documents.jsonl").read_text().splitlines())}
+    assert kept_ids == {r["doc_id"] for r, w in zip(rows, want) if not w}
+    for bad in ("near_positive:0.9", "percpos:auto", "percpos:0.9+margin:0.1"):
+        with pytest.raises(ConfigError, match="one score rule"):
+            NegativeGenConfig(dataset="d", llm="gemma3-270m", out="o", filter=bad)
+    plain = NegativeGenConfig(dataset="d", llm="gemma3-270m", out="o")
+    assert "filter" not in plain.output_settings() and "filter_model" not in plain.output_settings()

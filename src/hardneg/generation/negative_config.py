@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import JudgeField, LLMJudgeField
 from .config import GeneratorField
@@ -43,6 +43,12 @@ class NegativeGenConfig(BaseModel):
     llm_judge: LLMJudgeField | None = Field(None, description="llm:http(s)://HOST/v1 or llm:PATH.gguf: judges every "
                                             "passage the cross-encoder kept (or every passage)")
     llm_threshold: float = Field(0.5, gt=0, lt=1, description="drop when the LLM judge's P(yes) is at least this")
+    filter: str | None = Field(None, description="one of mining's score rules, judged by a dense teacher against "
+                               "the query's own positives: percpos:P | margin:M | maxscore:S | minscore:S (percpos:0.95 "
+                               "drops a passage scored above 0.95 x the query's lowest positive, as mined negatives "
+                               "are); run before the judges [default: none]")
+    filter_model: str | None = Field(None, description="--filter's teacher model [default: the packaged "
+                                     "all-MiniLM-L6-v2]")
     concurrency: int = Field(4, ge=1, description="requests in flight on an HTTP endpoint (generator and LLM judge)")
     llm_retries: int = Field(3, ge=0, description="retries of a failed LLM request")
     llm_timeout: float = Field(60.0, gt=0, description="seconds before an LLM request fails")
@@ -50,7 +56,25 @@ class NegativeGenConfig(BaseModel):
                                       "share of the negatives asked (or of the LLM-judged ones) failed")
     cache_dir: str | None = Field(None, description="cache folder [default: $HARDNEG_CACHE_DIR or the user cache]")
 
+    @field_validator("filter")
+    @classmethod
+    def _one_score_rule(cls, v: str | None) -> str | None:
+        from .negative_filter import parse_score_rule
+
+        return None if v is None else str(parse_score_rule(v))
+
+    @model_validator(mode="after")
+    def _model_needs_filter(self) -> NegativeGenConfig:
+        if self.filter_model is not None and self.filter is None:
+            raise ValueError("filter_model is --filter's teacher: give --filter too")
+        return self
+
+    def unset_filter(self) -> set[str]:
+        """The filter fields when no filter is set: left out of the key and the manifest, so a folder written
+        before they existed keeps its fingerprint (and the models trained on it their keys)."""
+        return {"filter", "filter_model"} if self.filter is None else set()
+
     def output_settings(self) -> dict[str, Any]:
         """The fields that decide the output bytes (not where they go or how patiently the LLM is asked)."""
         return self.model_dump(mode="json", exclude={"out", "cache_dir", "concurrency", "llm_retries", "llm_timeout",
-                                                     "llm_max_error_rate"})
+                                                     "llm_max_error_rate"} | self.unset_filter())

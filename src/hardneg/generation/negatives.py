@@ -9,8 +9,10 @@ Each passage is a synthetic document with its own id, ``gen-neg:<query id>:<k>``
 ``synthetic`` and attached to its query only: it never enters the corpus, so no other query sees it
 as a candidate. Bad output (empty, a copy of the query or a positive, cut off, not a passage) is asked
 again with a new seed and then dropped (:mod:`hardneg.generation.batch`); the same passage twice for a
-query is dropped as ``duplicate``; then the configured judges read every passage left, so an
-accidental positive is caught: a cross-encoder's calibrated P(relevant) at or above
+query is dropped as ``duplicate``; then ``filter``, one of mining's score rules (``percpos:0.95``) judged by a
+dense teacher against the query's own positives (:mod:`hardneg.generation.negative_filter`), drops a
+passage the teacher finds as relevant as a positive, with the rule's name; then the configured judges
+read every passage left, so an accidental positive is caught: a cross-encoder's calibrated P(relevant) at or above
 ``judge_threshold`` drops it as ``cross_encoder``, an LLM judge's P(yes) at or above ``llm_threshold``
 as ``llm`` (an unread answer as ``llm_error``: an unjudged passage is never kept).
 
@@ -55,6 +57,7 @@ from .cache import CompletionCache
 from .client import Completion, Sampling
 from .merge import same_doc_duplicates
 from .negative_config import NegativeGenConfig
+from .negative_filter import parse_score_rule, score_rule, teacher_fingerprint
 from .negative_prompt import NegativePrompt, bad_passage, clean_passage
 from .output import GeneratedFolder, finished, open_generator
 
@@ -161,7 +164,8 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     prompt = NegativePrompt(with_positive=cfg.with_positive, max_doc_chars=cfg.max_doc_chars)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens)
     data_fp = col.qrels_fingerprint()  # covers the queries, the corpus and the qrels
-    fingerprint = settings_key(KIND, cfg.output_settings(), data_fp, identity, prompt.prompt_id, ce_fp,
+    filter_fp = [teacher_fingerprint(cfg.filter_model, Cache(cache_root))] if cfg.filter is not None else []
+    fingerprint = settings_key(KIND, cfg.output_settings(), data_fp, identity, prompt.prompt_id, ce_fp, *filter_fp,
                                llm.describe()["model"] if llm is not None else "")
     out = Path(cfg.out)
     done = finished(out, fingerprint, overwrite, "negatives", KIND)
@@ -193,6 +197,14 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     reason[dup], kept = "duplicate", kept & ~dup
     ce_p = np.full(len(names), np.nan)
     llm_p = np.full(len(names), np.nan)
+    t_score, t_ref, teacher = np.full(len(names), np.nan), np.full(len(names), np.nan), None
+    if cfg.filter is not None:  # the cheapest judge first: mining's own score rule
+        idx = np.nonzero(kept)[0]
+        hit, t_score[idx], t_ref[idx], teacher = score_rule(
+            parse_score_rule(cfg.filter), cfg.filter_model, [qtexts[slot_row[i]] for i in idx],
+            [texts[i] for i in idx], [pos_texts[slot_row[i]] for i in idx], Cache(cache_root), reporter)
+        reason[idx[hit]] = parse_score_rule(cfg.filter).kind
+        kept[idx[hit]] = False
     if ce is not None:
         idx = np.nonzero(kept)[0]
         ce_p[idx] = _ce_probabilities(ce, ce_fp, Cache(cache_root), [qtexts[slot_row[i]] for i in idx],
@@ -228,17 +240,20 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
         "generator_fingerprint": pa.array([identity] * n, pa.string()),
         "prompt_id": pa.array([prompt.prompt_id] * n, pa.string()),
         "settings": pa.array([settings] * n, pa.string()),
+        **({"teacher_score": pa.array(t_score, pa.float64()), "positive_score": pa.array(t_ref, pa.float64())}
+           if cfg.filter is not None else {}),
         "judge_probability": pa.array(ce_p, pa.float64()),
         "llm_probability": pa.array(llm_p, pa.float64()),
         "prompt_tokens": pa.array(g.prompt_tokens, pa.int64()),
         "completion_tokens": pa.array(g.completion_tokens, pa.int64()),
     })
     dropped = {r: int((reason == r).sum()) for r in sorted(set(reason.tolist())) if r}
-    judges = {"cross_encoder": {**ce.describe(), "fingerprint": ce_fp, "threshold": cfg.judge_threshold}
+    judges = {**({"filter": {"rule": cfg.filter, "teacher": teacher}} if cfg.filter is not None else {}),
+              "cross_encoder": {**ce.describe(), "fingerprint": ce_fp, "threshold": cfg.judge_threshold}
               if ce is not None else None,
               "llm": {**llm.describe(), "threshold": cfg.llm_threshold} if llm is not None else None}
     manifest = {
-        "kind": KIND, "fingerprint": fingerprint, "config": cfg.model_dump(mode="json", exclude={"cache_dir"}),
+        "kind": KIND, "fingerprint": fingerprint, "config": cfg.model_dump(mode="json", exclude={"cache_dir"} | cfg.unset_filter()),
         "dataset": {"path": cfg.dataset, "split": cfg.split, "fingerprint": data_fp, "warnings": col.warnings,
                     "queries": int(col.judged_queries().size), "written_for": nq},
         "ids": f"{ID_PREFIX}:<query id>:<k>, k = 0..per_query-1 (the slot asked), attached to that query only",
@@ -249,9 +264,9 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
         "timings": {"check": round(t1 - t0, 3), "generate": round(t2 - t1, 3), "judge": round(t3 - t2, 3)},
         "versions": versions(),
     }
-    if ce is None and llm is None:
-        warnings.warn("generate negatives: no judge (--judge cross-encoder:PATH or llm:URL): an accidental "
-                      "positive is not caught", HardnegWarning, stacklevel=2)
+    if ce is None and llm is None and cfg.filter is None:
+        warnings.warn("generate negatives: no judge (--judge cross-encoder:PATH or llm:URL, or --filter "
+                      "percpos:0.95): an accidental positive is not caught", HardnegWarning, stacklevel=2)
     if not kept.any():
         warnings.warn(f"{out}: no generated negative was kept ({', '.join(f'{k} {v}' for k, v in dropped.items())})",
                       HardnegWarning, stacklevel=2)
