@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from typer.testing import CliRunner
 import hardneg
 from hardneg.candidates.encoders import cpu_bf16
 from hardneg.cli import app
-from hardneg.errors import OtherSettingsError
+from hardneg.errors import HardnegWarning, OtherSettingsError
 from hardneg.experiment.config import ExperimentConfig
-from hardneg.training import training_table
+from hardneg.training import precision, training_table
 from hardneg.training.config import TrainConfig
 from hardneg.training.guided import GuidedInfoNCELoss
 
@@ -240,6 +241,22 @@ def test_bf16_autocast_trains_on_a_cpu(run, static_model, tmp_path):
     here (the CPU benchmark's faster path), not fail at the trainer's construction."""
     manifest = manifest_of(hardneg.train(run, tmp_path / "m", **tiny(static_model, bf16=True, max_steps=2)))
     assert manifest["steps"] == 2 and np.isfinite(manifest["train_loss"]) and manifest["config"]["bf16"] is True
+
+
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_warns_and_trains_as_asked(run, static_model, tmp_path, monkeypatch):
+    """An experiment's ``bf16: true`` written on a machine with AVX512-BF16 ran ~20x slower per step on one without
+    (docs/benchmarks.md, "Generate"), silently. Now it warns, names the way out, and still
+    trains in bf16, as asked; on a CPU with native bf16, or with bf16 off, nothing is said."""
+    monkeypatch.setattr(precision, "has_gpu", lambda: False)
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: False)
+    with pytest.warns(HardnegWarning, match="without native bf16.*set bf16 false"):
+        out = hardneg.train(run, tmp_path / "m", **tiny(static_model, bf16=True))
+    assert manifest_of(out)["config"]["bf16"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HardnegWarning)
+        precision.warn_if_emulated(False)
+        monkeypatch.setattr(precision, "cpu_bf16", lambda: True)
+        precision.warn_if_emulated(True)
 
 
 def test_training_defaults_to_bf16_exactly_where_the_cpu_runs_it_natively(run, static_model, tmp_path):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 from ..candidates.encoders import cpu_bf16
+from ..errors import HardnegWarning
+
+EMULATED_BF16 = ("bf16 training was asked for on a CPU without native bf16 (no AVX512-BF16 or AMX) and no GPU: torch "
+                 "emulates it, 188-201 s a step where native bf16 took 8-10 (docs/benchmarks.md, \"Generate\"); set "
+                 "bf16 false, or leave it unset to choose by the machine")
 
 
 def has_gpu() -> bool:
@@ -20,3 +27,11 @@ def training_bf16(requested: bool | None) -> bool:
     if requested is not None:
         return requested
     return cpu_bf16() and not has_gpu()
+
+
+def warn_if_emulated(bf16: bool) -> None:
+    """Warn (:class:`~hardneg.errors.HardnegWarning`) when bf16 training would run emulated: asked for
+    explicitly (an experiment's ``bf16: true`` written on another machine, ``--bf16``) on a CPU without native
+    bf16 and no GPU. The run goes on in bf16, as asked: the precision is part of the model's settings key."""
+    if bf16 and not cpu_bf16() and not has_gpu():
+        warnings.warn(HardnegWarning(EMULATED_BF16), stacklevel=2)

@@ -30,7 +30,7 @@ from .checkpoints import (
 from .config import LOSSES, TrainConfig
 from .id_masking import id_labels
 from .losses import GRADED, WITH_LABELS, WITH_NEGATIVES, build_loss
-from .precision import has_gpu, training_bf16
+from .precision import has_gpu, training_bf16, warn_if_emulated
 from .soft_labels import fuse, parse_teachers
 
 MANIFEST = "hardneg_train.json"
@@ -188,6 +188,7 @@ def train_on_table(make_table: Any, cfg: TrainConfig, source: dict[str, Any], ov
     from sentence_transformers.base.sampler import BatchSamplers
 
     cfg = cfg.model_copy(update={"bf16": training_bf16(cfg.bf16)})  # the precision used: in the key and manifest
+    warn_if_emulated(bool(cfg.bf16))
     _check_run_methods(cfg, run)
     _check_graded(cfg)
     if cfg.hard_batches and cfg.query_balanced:
