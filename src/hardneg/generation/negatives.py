@@ -57,7 +57,7 @@ from .cache import CompletionCache
 from .client import Completion, Sampling
 from .merge import same_doc_duplicates
 from .negative_config import NegativeGenConfig
-from .negative_filter import parse_score_rule, score_rule, teacher_fingerprint
+from .negative_filter import filter_teacher, parse_score_rule, score_rule
 from .negative_prompt import NegativePrompt, bad_passage, clean_passage
 from .output import GeneratedFolder, finished, open_generator
 
@@ -164,8 +164,10 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     prompt = NegativePrompt(with_positive=cfg.with_positive, max_doc_chars=cfg.max_doc_chars)
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_tokens)
     data_fp = col.qrels_fingerprint()  # covers the queries, the corpus and the qrels
-    filter_fp = [teacher_fingerprint(cfg.filter_model, Cache(cache_root))] if cfg.filter is not None else []
-    fingerprint = settings_key(KIND, cfg.output_settings(), data_fp, identity, prompt.prompt_id, ce_fp, *filter_fp,
+    rule = parse_score_rule(cfg.filter) if cfg.filter is not None else None
+    teacher = filter_teacher(cfg.filter_model, Cache(cache_root)) if rule is not None else None
+    fingerprint = settings_key(KIND, cfg.output_settings(), data_fp, identity, prompt.prompt_id, ce_fp,
+                               *([teacher.fingerprint()] if teacher is not None else []),
                                llm.describe()["model"] if llm is not None else "")
     out = Path(cfg.out)
     done = finished(out, fingerprint, overwrite, "negatives", KIND)
@@ -197,14 +199,14 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
     reason[dup], kept = "duplicate", kept & ~dup
     ce_p = np.full(len(names), np.nan)
     llm_p = np.full(len(names), np.nan)
-    t_score, t_ref, teacher = np.full(len(names), np.nan), np.full(len(names), np.nan), None
-    if cfg.filter is not None:  # the cheapest judge first: mining's own score rule
+    t_score, t_ref = np.full(len(names), np.nan), np.full(len(names), np.nan)
+    if rule is not None and teacher is not None:  # the cheapest judge first: mining's own score rule
         idx = np.nonzero(kept)[0]
-        hit, t_score[idx], t_ref[idx], teacher = score_rule(
-            parse_score_rule(cfg.filter), cfg.filter_model, [qtexts[slot_row[i]] for i in idx],
-            [texts[i] for i in idx], [pos_texts[slot_row[i]] for i in idx], Cache(cache_root), reporter)
-        reason[idx[hit]] = parse_score_rule(cfg.filter).kind
-        kept[idx[hit]] = False
+        qrows, of = np.unique(slot_row[idx], return_inverse=True)
+        hit, t_score[idx], t_ref[idx] = score_rule(
+            rule, teacher, [qtexts[r] for r in qrows.tolist()], [pos_texts[r] for r in qrows.tolist()],
+            [texts[i] for i in idx.tolist()], of, Cache(cache_root), reporter)
+        reason[idx[hit]], kept[idx[hit]] = rule.kind, False
     if ce is not None:
         idx = np.nonzero(kept)[0]
         ce_p[idx] = _ce_probabilities(ce, ce_fp, Cache(cache_root), [qtexts[slot_row[i]] for i in idx],
@@ -248,7 +250,7 @@ def generate_negatives(config: NegativeGenConfig | None = None, *, reporter: Rep
         "completion_tokens": pa.array(g.completion_tokens, pa.int64()),
     })
     dropped = {r: int((reason == r).sum()) for r in sorted(set(reason.tolist())) if r}
-    judges = {**({"filter": {"rule": cfg.filter, "teacher": teacher}} if cfg.filter is not None else {}),
+    judges = {**({"filter": {"rule": cfg.filter, "teacher": teacher.describe()}} if teacher is not None else {}),
               "cross_encoder": {**ce.describe(), "fingerprint": ce_fp, "threshold": cfg.judge_threshold}
               if ce is not None else None,
               "llm": {**llm.describe(), "threshold": cfg.llm_threshold} if llm is not None else None}
