@@ -172,6 +172,13 @@ def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_pa
                                   str(folder), "--cache-dir", str(cache_dir), "--quiet"])
         assert res.exit_code == 0, res.output
         assert [p.name for p in folder.glob("variants/in-batch/seed-*")] == [f"seed-{s}"]
+    # --report-only, while seed 1 still runs elsewhere: the table from the finished cells, the missing ones named
+    report_only = ["experiment", "--config", str(cfg), "--quick", "--seeds", "0,1", "--out", str(parts[0]),
+                   "--report-only"]
+    res = runner.invoke(app, report_only)
+    assert res.exit_code == 0, res.output
+    assert "1 cell(s) not finished, left out: in-batch/seed-1" in res.output
+    assert json.loads((parts[0] / "results.json").read_text())["variants"][0]["seeds"] == 1
     shutil.copytree(parts[1] / "variants" / "in-batch" / "seed-1", parts[0] / "variants" / "in-batch" / "seed-1")
     done = {p: p.stat().st_mtime_ns for p in parts[0].glob("variants/*/seed-*/metrics.json")}
     res = runner.invoke(app, ["experiment", "--config", str(cfg), "--quick", "--seeds", "0,1", "--out",
@@ -180,6 +187,11 @@ def test_a_grid_split_by_seed_over_processes_merges_without_redoing_cells(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in done} == done
     (row,) = json.loads((parts[0] / "results.json").read_text())["variants"]
     assert row["seeds"] == 2
+    res = runner.invoke(app, report_only)
+    assert res.exit_code == 0 and "not finished" not in res.output, res.output
+    assert json.loads((parts[0] / "results.json").read_text())["variants"] == [row]
+    gone = runner.invoke(app, [*report_only[:-2], str(tmp_path / "nothing"), "--report-only"])
+    assert gone.exit_code != 0 and "base/metrics.json: the base model is not evaluated yet" in gone.output
     # What a clone of the repository holds of a grid under benchmarks/results/ (the .gitignore drops the models,
     # mined runs and ST tables) is enough to resume it on a new machine: no cell is redone, the table is the same.
     files = [p for p in parts[0].rglob("*") if p.is_file()]

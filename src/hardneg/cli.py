@@ -321,11 +321,13 @@ def experiment(
     seeds: Annotated[str | None, Opt(help="comma-separated seeds to run for every variant, replacing the config's "
                                           "(split a grid over processes, then rerun without it to merge)")] = None,
     cache_dir: Annotated[str | None, Opt(help="embedding cache folder")] = None,
+    report_only: Annotated[bool, Opt(help="only rewrite results.md/json from the finished cells (nothing is "
+                                          "trained: safe beside processes still running the grid)")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Mine -> train -> evaluate every variant with the same budget; finished cells are reused."""
     from .experiment.config import ExperimentConfig
-    from .experiment.driver import run_experiment
+    from .experiment.driver import report_experiment, run_experiment
     from .progress import Reporter
 
     cfg = _call(ExperimentConfig.from_file, path=config)
@@ -337,8 +339,13 @@ def experiment(
         seed_list = [int(x) for x in seeds.split(",")] if seeds else None
     except ValueError:
         _fail(f"--seeds: expected comma-separated integers, got '{seeds}'")
-    results = _call(run_experiment, cfg=cfg, out=folder, quick=quick, reporter=Reporter(not quiet), only=only,
-                    seeds=seed_list)
+    if report_only:
+        results, missing = _call(report_experiment, cfg=cfg, out=folder, quick=quick, only=only, seeds=seed_list)
+        if missing:
+            out.print(f"[yellow]{len(missing)} cell(s) not finished, left out:[/] {', '.join(missing)}")
+    else:
+        results = _call(run_experiment, cfg=cfg, out=folder, quick=quick, reporter=Reporter(not quiet), only=only,
+                        seeds=seed_list)
     from .experiment.results import results_markdown
 
     print(results_markdown(results))

@@ -5,6 +5,7 @@ grid can be run over several sittings, or split by seed over processes and merge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 
 from ..collection import Collection, load
 from ..errors import ConfigError
+from ..evaluation.retrieval import Evaluation
 from ..progress import SILENT, Reporter
 from ..runs.files import write_json, write_text
 from .cells import Cells, evaluate_cell, load_evaluation
@@ -75,18 +77,86 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
         cells.run(v, seed)
     best = None
     if cfg.best_seeds:
-        best = _best_on_dev(cells, [v for v in cfg.variants if v.kind == "hardneg"], plan)
+        best = _best_on_dev(cells.load, [v for v in cfg.variants if v.kind == "hardneg"], plan)
         extra = {v.name: [s for s in cfg.best_seeds if s not in plan[v.name]]
                  for v in cfg.variants if v.name == best or v.name in cfg.baselines}
         for v, seed in seed_major(cfg.variants, extra):
             plan[v.name].append(seed)
             cells.run(v, seed)
-    test = {name: [cells.load(name, s) for s in seeds] for name, seeds in plan.items()}
+    return _write_results(cfg, out, base, plan, dev_col is not None, best)
+
+
+def report_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False, only: list[str] | None = None,
+                      seeds: list[int] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Rewrite ``results.json`` and ``results.md`` from the cells already finished in ``out``: nothing is
+    mined, trained or evaluated, so it is safe to run beside the processes still filling the grid.
+
+    Args:
+        cfg: the experiment, as for :func:`run_experiment`.
+        out: the experiment folder.
+        quick: the folder holds a ``--quick`` grid.
+        only: report only these variants (and the baseline).
+        seeds: the seeds to report, replacing the config's.
+
+    Returns:
+        (the results dict, the cells not finished yet as ``variant/seed-N``). Each row's ``seeds`` column
+        says how many seeds it averages.
+
+    Example:
+        ::
+
+            results, missing = report_experiment(ExperimentConfig.from_file("benchmarks/scifact_ab.yaml"), "runs/ab")
+    """
+    if quick:
+        cfg = quick_config(cfg)
+    if seeds is not None:
+        cfg = cfg.with_seeds(seeds)
+    if only:
+        cfg = cfg.with_variants(only)
+    out = Path(out)
+    base = load_evaluation(out / "base")
+    if base is None:
+        raise ConfigError(f"{out / 'base' / 'metrics.json'}: the base model is not evaluated yet; run the experiment")
+    write_text(out / "experiment.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+
+    def load_cell(name: str, seed: int, prefix: str = "") -> Evaluation | None:
+        return load_evaluation(out / "variants" / name / f"seed-{seed}", prefix)
+
+    wanted = {v.name: list(v.seeds or cfg.seeds) for v in cfg.variants}
+    has_dev = bool(cfg.dev_split or cfg.dev_queries)
+    best = None
+    if cfg.best_seeds and has_dev:
+        done = {name: [s for s in ss if load_cell(name, s, "dev_") is not None] for name, ss in wanted.items()}
+        best = _best_on_dev(load_cell, [v for v in cfg.variants if v.kind == "hardneg" and done[v.name]], done)
+        for name, ss in wanted.items():
+            if name == best or name in cfg.baselines:
+                ss += [s for s in cfg.best_seeds if s not in ss]
+    missing = [f"{name}/seed-{s}" for name, ss in wanted.items() for s in ss if load_cell(name, s) is None]
+    plan = {name: [s for s in ss if load_cell(name, s) is not None] for name, ss in wanted.items()}
+    empty = [name for name, ss in plan.items() if not ss]
+    if set(empty) & set(cfg.baselines):
+        raise ConfigError(f"{out}: the baseline has no finished cell yet ({', '.join(sorted(set(empty) & set(cfg.baselines)))})")
+    cfg = cfg.model_copy(update={"variants": [v for v in cfg.variants if v.name not in empty]})
+    plan = {name: ss for name, ss in plan.items() if ss}
+    return _write_results(cfg, out, base, plan, has_dev, best), missing
+
+
+def _write_results(cfg: ExperimentConfig, out: Path, base: Evaluation, plan: dict[str, list[int]], has_dev: bool,
+                   best: str | None) -> dict[str, Any]:
+    """Summarise the finished cells of ``plan`` against the base model and write results.json and results.md."""
+
+    def cell(name: str, seed: int, prefix: str = "") -> Evaluation:
+        ev = load_evaluation(out / "variants" / name / f"seed-{seed}", prefix)
+        if ev is None:
+            raise ConfigError(f"{out / 'variants' / name / f'seed-{seed}'}: {prefix}metrics.json is missing")
+        return ev
+
+    test = {name: [cell(name, s) for s in seeds] for name, seeds in plan.items()}
     dev = None
-    if dev_col is not None:
-        dev = {name: [cells.load(name, s, "dev_") for s in seeds] for name, seeds in plan.items()}
-        dev["__base__"] = [load_evaluation(out / "base", "dev_")]
-    results = summarise(cfg, base, test, dev, best)  # type: ignore[arg-type]
+    if has_dev:
+        dev = {name: [cell(name, s, "dev_") for s in seeds] for name, seeds in plan.items()}
+        dev["__base__"] = [load_evaluation(out / "base", "dev_")]  # type: ignore[list-item]
+    results = summarise(cfg, base, test, dev, best)
     write_json(out / "results.json", results)
     write_text(out / "results.md", results_markdown(results))
     return results
@@ -121,10 +191,11 @@ def seed_major(variants: list[Variant], plan: dict[str, list[int]]) -> list[tupl
     return [(v, s) for s in seeds for v in variants if s in plan.get(v.name, ())]
 
 
-def _best_on_dev(cells: Cells, candidates: list[Variant], plan: dict[str, list[int]]) -> str | None:
+def _best_on_dev(load_cell: Callable[[str, int, str], Evaluation | None], candidates: list[Variant],
+                 plan: dict[str, list[int]]) -> str | None:
     """The candidate with the highest mean dev nDCG@10 over its finished seeds."""
     scores = {}
     for v in candidates:
-        evs = [cells.load(v.name, s, "dev_") for s in plan[v.name]]
+        evs = [load_cell(v.name, s, "dev_") for s in plan[v.name]]
         scores[v.name] = float(np.mean([e.metrics[PRIMARY] for e in evs if e is not None]))
     return max(scores, key=lambda k: scores[k]) if scores else None
