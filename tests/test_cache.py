@@ -73,6 +73,43 @@ def test_killed_encode_resumes_at_missing_shard(tmp_path):
     assert not list((tmp_path / "embeddings" / "k").glob("shard-*.npy"))  # merged, shards removed
 
 
+def _rows(batch):
+    return np.array([[len(t), int(t.split()[2])] for t in batch], dtype=np.float32)
+
+
+def test_an_encode_resumed_or_shared_with_another_shard_size_keeps_every_row(tmp_path):
+    """The dense teacher cuts shards of batch_size x 32 texts, evaluation 2,048: two processes of one grid (split by
+    seed) met on the same corpus and model key, and one read the other's 2,048-row shard as its 1,024-row one
+    (shape mismatch: the run died). Shards of another size are not this call's; a matrix that another process
+    finishes meanwhile is taken as it is."""
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(50)]
+    calls: list[int] = []
+
+    def dies_after_two(batch):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise Killed
+        return _rows(batch)
+
+    with pytest.raises(Killed):
+        Cache(tmp_path).embeddings("k", texts, dies_after_two, shard_size=16)
+    resumed = Cache(tmp_path)
+    np.testing.assert_array_equal(resumed.embeddings("k", texts, _rows, shard_size=8), _rows(texts))
+    assert resumed.encoded_texts == 50  # a 16-text shard is not two 8-text ones
+    assert not list((tmp_path / "embeddings" / "k").glob("*shard-*.npy"))
+
+    other = Cache(tmp_path)
+
+    def another_process_finishes_first(batch):  # the same key, encoded to the end by someone else meanwhile
+        if not other.has_embeddings("k2"):
+            other.embeddings("k2", texts, _rows, shard_size=16)
+        return _rows(batch)
+
+    np.testing.assert_array_equal(Cache(tmp_path).embeddings("k2", texts, another_process_finishes_first,
+                                                             shard_size=8), _rows(texts))
+    assert not list((tmp_path / "embeddings" / "k2").glob("*shard-*.npy"))
+
+
 def test_warm_rerun_reads_collection_hashes_from_cache(scifact_slice, tmp_path, monkeypatch):
     """The corpus-sized hash arrays (text groups, id hashes) are computed on the first run only:
     a rerun on the same corpus reads them from the cache, equal to a fresh computation."""

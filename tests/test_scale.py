@@ -90,7 +90,7 @@ def test_killed_run_resumes_without_redoing_shards_and_gives_the_same_bytes(slic
     cache, out = tmp_path / "cache", tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(_mine_cmd(slice_dir, cache, out), env=env, stderr=subprocess.PIPE)
-    _kill_once(proc, lambda: bool(list(cache.glob("embeddings/*/shard-00000.npy"))), poll=0.05)
+    _kill_once(proc, lambda: bool(list(cache.glob("embeddings/*/shard-*-00000.npy"))), poll=0.05)
     assert not (out / "manifest.json").exists()
     finished = list(cache.glob("embeddings/*/shard-*.npy")) + list(cache.glob("embeddings/*/embeddings.npy"))
     assert finished, "the kill came before any shard was written"

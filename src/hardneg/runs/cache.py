@@ -48,7 +48,9 @@ class Cache:
         # Longest first: similar lengths share a batch (less padding) and the first shard is the slowest.
         order = np.argsort(-np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)),
                            kind="stable")
-        shards = [(order[s:s + shard_size], folder / f"shard-{n:05d}.npy")
+        # The shard size is in the name: a call cutting other shards (another caller, another process on the
+        # same key) never reads these as its own.
+        shards = [(order[s:s + shard_size], folder / f"shard-{shard_size}-{n:05d}.npy")
                   for n, s in enumerate(range(0, len(texts), shard_size))]
         todo = [n for n, (_, shard) in enumerate(shards) if not shard.exists()]
         if on_progress:
@@ -60,11 +62,17 @@ class Cache:
             self.encoded_texts += len(shards[n][0])
             if on_progress:
                 on_progress(len(shards[n][0]))
-        dim = np.load(shards[0][1], mmap_mode="r").shape[1] if shards else 0
-        write_rows(final, ((idx, np.load(shard)) for idx, shard in shards), (len(texts), dim), DTYPES[dtype])
-        if meta is not None:
-            write_json(folder / "meta.json", {**meta, "dtype": dtype})
-        for _, shard in shards:
+        try:
+            if not final.exists():  # else another process finished the same key meanwhile: take its matrix
+                dim = np.load(shards[0][1], mmap_mode="r").shape[1] if shards else 0
+                write_rows(final, ((idx, np.load(shard)) for idx, shard in shards), (len(texts), dim),
+                           DTYPES[dtype])
+                if meta is not None:
+                    write_json(folder / "meta.json", {**meta, "dtype": dtype})
+        except FileNotFoundError:  # a process with the same shards finished and removed them
+            if not final.exists():
+                raise
+        for shard in folder.glob("shard-*.npy"):  # these and any a killed call of another shard size left
             shard.unlink(missing_ok=True)
         return EmbeddingMatrix(final)
 
