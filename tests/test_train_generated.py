@@ -1,4 +1,5 @@
-"""Training with LLM-written negatives (`hardneg train --negatives mined|generated|both --generated DIR`):
+"""Training with LLM-written negatives (`hardneg train --negatives mined|generated|both|generated-else-mined
+--generated DIR`):
 the table rows hold each query's own generated passages in its negative slots (instead of the mined
 ones, or after them), queries short of any are left out, the default leaves today's table and
 settings key as they were, and a few real steps train the packaged static model; then the same through
@@ -85,6 +86,41 @@ def test_generated_and_both_fill_the_slots_with_each_querys_own_passages(setup):
     # the generated passages are no document of the run
     docs = set(run.collection().doc_texts)
     assert not docs & set(t.column("negative_1").to_pylist() + t.column("negative_2").to_pylist())
+
+
+def test_generated_else_mined_keeps_every_query_and_falls_back_slot_by_slot(setup):
+    """Filtered LLM negatives at equal queries: a slot whose passage the judge dropped holds the query's mined
+    negative of that slot, so the rows are mined's rows (no query left out), the kept passages stay in place."""
+    run, gen, _ = setup
+    own: dict[str, dict[int, str]] = {}  # query id -> slot -> its kept passage
+    for r in gen.provenance.to_pylist():
+        if r["kept"]:
+            own.setdefault(r["query_id"], {})[r["sample"]] = r["text"]
+    mined = training_table(run, "mnrl-hn").to_pylist()
+    with pytest.warns(HardnegWarning, match=r"slots hold the mined negative") as caught:
+        t = training_table(run, "mnrl-hn", negatives="generated-else-mined", generated=str(gen.path))
+    assert not [w for w in caught if "left out" in str(w.message)]
+    assert t.column_names == ["anchor", "positive", "negative_1", "negative_2"]
+    rows = t.to_pylist()
+    assert [(r["anchor"], r["positive"]) for r in rows] == [(r["anchor"], r["positive"]) for r in mined]
+    qids = _query_ids(run, [r["anchor"] for r in rows])
+    for q, r, m in zip(qids, rows, mined):
+        for j in (0, 1):
+            slot = f"negative_{j + 1}"
+            assert r[slot] == (own[q][j] if j in own.get(q, {}) else m[slot])
+    fell = sum(2 - len(own.get(q, {})) for q in set(qids))
+    assert 0 < fell < 2 * len(set(qids))
+    assert f"{fell} of {2 * len(set(qids))} slots hold the mined negative" in str(caught[0].message)
+
+
+def test_generated_else_mined_needs_a_mined_negative_for_every_slot(setup, slice_dir):
+    _, gen, tmp = setup
+    one = hardneg.mine(str(slice_dir), teacher="bm25", num_negatives=1, cache_dir=str(tmp / "c"), out=str(tmp / "run1"))
+    with pytest.raises(ConfigError, match="2 slots, but the run mined 1 per query to fall back on"):
+        training_table(one, "mnrl-hn", negatives="generated-else-mined", generated=str(gen.path))
+    with pytest.warns(HardnegWarning, match="slots hold the mined negative"):
+        t = training_table(one, "mnrl-hn", num_negatives=1, negatives="generated-else-mined", generated=str(gen.path))
+    assert t.column_names[-1] == "negative_1" and t.num_rows == training_table(one, "mnrl-hn").num_rows
 
 
 def test_the_default_is_unchanged_and_the_switches_are_checked(setup, tmp_path):

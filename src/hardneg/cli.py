@@ -297,8 +297,10 @@ def train(
     """Fine-tune a bi-encoder on mined negatives (sentence-transformers trainer)."""
     options = _given(options)
     if run is None:  # --negatives RUN: the old name of --run (the negatives' source is then mined)
+        from .training.generated_negatives import NEGATIVE_SOURCES
+
         source = options.pop("negatives", None)
-        if source is None or source in ("mined", "generated", "both"):
+        if source is None or source in NEGATIVE_SOURCES:
             _fail("give --run RUN_DIR (a run folder from `hardneg mine`)")
         run = source
     from .runs.run import Run

@@ -2,7 +2,7 @@
 LLM writes a passage that looks relevant but does not answer it ("Don't Retrieve, Generate:
 Prompting LLMs for Synthetic Training Data in Dense Retrieval", arXiv:2504.21015, 2025). Its latest
 version finds such negatives below BM25 / cross-encoder mining on BEIR: measure before you rely on them
-(``hardneg train --negatives mined|generated|both`` makes the comparison at equal steps).
+(``hardneg train --negatives mined|generated|both|generated-else-mined`` makes the comparison at equal steps).
 
 Each passage is a synthetic document with its own id, ``gen-neg:<query id>:<k>`` (``k`` = 0 ..
 ``per_query - 1``, the slot it was asked for: the same id whatever else is kept), flagged

@@ -74,12 +74,13 @@ class TrainConfig(BaseModel):
     wasserstein_form: str = Field("list", description="graded-wasserstein: list (each query's 1-D W1 along the grade "
                                   "axis) | gaussian (the SyCL code's: 2-Wasserstein between Gaussians fitted over the "
                                   "batch)")
-    negatives: str = Field("mined", description="mined | generated | both: the negative slots hold the run's mined "
-                           "negatives, the LLM-written ones of --generated (k = num_negatives or its per_query), or the "
-                           "mined ones then every generated one (k + per_query); a query short of any is left out. "
+    negatives: str = Field("mined", description="mined | generated | both | generated-else-mined: the negative slots "
+                           "hold the run's mined negatives, the LLM-written ones of --generated (k = num_negatives or its "
+                           "per_query), the mined ones then every generated one (k + per_query), or the generated ones "
+                           "with the mined one of the slot where none was kept; a query short of any is left out. "
                            "Without --run, --negatives RUN is the run folder (its old name)")
     generated: str | None = Field(None, description="folder from `hardneg generate negatives` (for --negatives "
-                                  "generated | both); its fingerprint enters the model's settings key")
+                                  "generated | both | generated-else-mined); its fingerprint enters the model's settings key")
     checkpoint_every: int = Field(50, ge=0, description="save a checkpoint every N optimiser steps beside --out, so that "
                                   "a killed run resumes from it with the same result (0 = off; not for --hard-batches)")
 

@@ -12,6 +12,10 @@ passages ``hardneg generate negatives`` wrote for each query, instead of the min
 - ``both``: the mined slots first (``k`` = ``num_negatives`` or all the run mined), then every one of
   the query's ``per_query`` generated passages: ``k + per_query`` negative columns. A query needs all
   of both.
+- ``generated-else-mined``: as ``generated``, but a slot whose passage the judge or ``--filter`` dropped
+  holds the query's mined negative of the same slot instead: every query of the run trains, so the rows
+  are those of ``mined`` (an equal-query comparison of filtered LLM negatives). A warning counts the
+  slots that fell back.
 
 The passages are matched to the run's queries by id; a query's text must be the one the passage was
 written for (else the folder came from other data, and training stops). Queries of the run the folder
@@ -39,7 +43,7 @@ from ..errors import ConfigError, HardnegWarning
 from ..runs.columns import flat
 from ..runs.run import Run
 
-NEGATIVE_SOURCES = ("mined", "generated", "both")
+NEGATIVE_SOURCES = ("mined", "generated", "both", "generated-else-mined")
 GENERATED_LOSSES = ("mnrl-hn", "cached-mnrl", "gist", "mochi")
 
 
@@ -92,9 +96,9 @@ def generated_table(run: Run, generated: str, negatives: str, num_negatives: int
     Args:
         run: a mined run; its collection snapshot gives the query and document texts.
         generated: a folder from ``hardneg generate negatives``.
-        negatives: ``generated`` or ``both``.
-        num_negatives: generated: the slots (default the folder's per_query); both: the mined slots
-            (default all the run mined).
+        negatives: ``generated``, ``both`` or ``generated-else-mined``.
+        num_negatives: generated (and generated-else-mined): the slots (default the folder's per_query);
+            both: the mined slots (default all the run mined).
 
     Returns:
         ``anchor, positive, negative_1..n``: one row per (query, positive).
@@ -127,22 +131,38 @@ def generated_table(run: Run, generated: str, negatives: str, num_negatives: int
     pos_ids, pos_par = flat(neg, "positive_ids")
     neg_ids, neg_par = flat(neg, "negative_ids")
     n_mined = int(run.manifest["config"]["num_negatives"])
-    if negatives == "generated":
+    fallback = None  # generated-else-mined: (queries, k) document index of the mined negative, -1 where none
+    if negatives in ("generated", "generated-else-mined"):
         k_g = num_negatives or per
         if k_g > per:
             raise ConfigError(f"num_negatives: {k_g} generated slots, but {g.path} has {per} negatives per query")
         k_m = 0
-        full = np.asarray((gen[:, :k_g] >= 0).all(axis=1))
+        if negatives == "generated-else-mined":
+            if k_g > n_mined:
+                raise ConfigError(f"negatives '{negatives}': {k_g} slots, but the run mined {n_mined} per query to "
+                                  "fall back on")
+            fallback = _by_row(neg_par, col.doc_index(neg_ids), nq, k_g)
+            gen = gen[:, :k_g]
+            full = np.asarray(((gen >= 0) | (fallback >= 0)).all(axis=1))
+        else:
+            full = np.asarray((gen[:, :k_g] >= 0).all(axis=1))
     elif negatives == "both":
         k_g, k_m = per, min(num_negatives or n_mined, n_mined)
         full = np.asarray((gen >= 0).all(axis=1) & (np.bincount(neg_par, minlength=nq) == n_mined))
     else:
-        raise ConfigError(f"negatives: '{negatives}' has no generated table (use generated or both)")
+        raise ConfigError(f"negatives: '{negatives}' has no generated table (use "
+                          f"{', '.join(NEGATIVE_SOURCES[1:])})")
     left_out = int(nq - full.sum())
     if left_out:
-        warnings.warn(f"negatives '{negatives}': {left_out} of the run's {nq} queries left out of training: "
-                      f"fewer than {k_g} kept generated negatives" + (f" or {n_mined} mined" if k_m else ""),
+        short = (f"fewer than {k_g} slots with a kept generated or a mined negative" if fallback is not None
+                 else f"fewer than {k_g} kept generated negatives" + (f" or {n_mined} mined" if k_m else ""))
+        warnings.warn(f"negatives '{negatives}': {left_out} of the run's {nq} queries left out of training: {short}",
                       HardnegWarning, stacklevel=2)
+    if fallback is not None:
+        fell = int((gen[full] < 0).sum())
+        if fell:
+            warnings.warn(f"negatives '{negatives}': {fell} of {int(full.sum()) * k_g} slots hold the mined negative "
+                          "(no kept generated passage)", HardnegWarning, stacklevel=2)
     keep = full[pos_par]
     rows = pos_par[keep]
     if rows.size < 2:
@@ -155,5 +175,10 @@ def generated_table(run: Run, generated: str, negatives: str, num_negatives: int
         for j in range(k_m):
             cols[f"negative_{j + 1}"] = [col.doc_texts[i] for i in mined[:, j]]
     for j in range(k_g):
-        cols[f"negative_{k_m + j + 1}"] = g_text[gen[rows, j]].tolist()
+        slot = gen[rows, j]
+        texts = g_text[slot].astype(object)
+        if fallback is not None:
+            mined_doc = fallback[rows, j]
+            texts[slot < 0] = [col.doc_texts[i] for i in mined_doc[slot < 0]]
+        cols[f"negative_{k_m + j + 1}"] = texts.tolist()
     return pa.table(cols)
