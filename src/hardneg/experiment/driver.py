@@ -46,13 +46,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = False,
 
             results = run_experiment(ExperimentConfig.from_file("benchmarks/scifact_ab.yaml"), "runs/ab")
     """
-    if quick:
-        cfg = quick_config(cfg)
-    if seeds is not None:
-        cfg = cfg.with_seeds(seeds)
-    if only:
-        cfg = cfg.with_variants(only)
-    out = Path(out)
+    cfg, out = _narrowed(cfg, quick, only, seeds), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "experiment.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     train_col = load(cfg.dataset, cfg.train_split)
@@ -107,13 +101,7 @@ def report_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = Fals
 
             results, missing = report_experiment(ExperimentConfig.from_file("benchmarks/scifact_ab.yaml"), "runs/ab")
     """
-    if quick:
-        cfg = quick_config(cfg)
-    if seeds is not None:
-        cfg = cfg.with_seeds(seeds)
-    if only:
-        cfg = cfg.with_variants(only)
-    out = Path(out)
+    cfg, out = _narrowed(cfg, quick, only, seeds), Path(out)
     base = load_evaluation(out / "base")
     if base is None:
         raise ConfigError(f"{out / 'base' / 'metrics.json'}: the base model is not evaluated yet; run the experiment")
@@ -139,6 +127,15 @@ def report_experiment(cfg: ExperimentConfig, out: str | Path, quick: bool = Fals
     cfg = cfg.model_copy(update={"variants": [v for v in cfg.variants if v.name not in empty]})
     plan = {name: ss for name, ss in plan.items() if ss}
     return _write_results(cfg, out, base, plan, has_dev, best), missing
+
+
+def _narrowed(cfg: ExperimentConfig, quick: bool, only: list[str] | None, seeds: list[int] | None) -> ExperimentConfig:
+    """The grid a command asks for: CI-sized with ``quick``, then these seeds, then these variants (and the baseline)."""
+    if quick:
+        cfg = quick_config(cfg)
+    if seeds is not None:
+        cfg = cfg.with_seeds(seeds)
+    return cfg.with_variants(only) if only else cfg
 
 
 def _write_results(cfg: ExperimentConfig, out: Path, base: Evaluation, plan: dict[str, list[int]], has_dev: bool,
