@@ -17,7 +17,8 @@ from fake_llm import FakeLLM
 
 from hardneg.collection import load_beir
 from hardneg.errors import HardnegWarning
-from hardneg.generation.client import PROBE, Completion
+from hardneg.generation import Completion
+from hardneg.generation.client import PROBE
 from hardneg.generation.negative_prompt import ANSWER, NegativePrompt, bad_passage
 from hardneg.generation.negatives import GeneratedNegatives, generate_negatives
 

@@ -1,7 +1,8 @@
 """The generating half: an LLM writes training data for a corpus without labels (synthetic queries,
 graded documents, hard negatives; the same client, cache and batch runner serve every generator)."""
 
-from .client import Completion, GenerationError, Sampling, TextGenerator
+from .client import GenerationError, TextGenerator
+from .completion import Completion, Sampling
 from .config import GeneratorSpec, QueryGenConfig
 from .graded import GradedDocuments, generate_graded
 from .graded_config import GradedGenConfig

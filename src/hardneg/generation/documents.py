@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .client import Completion
+from .completion import Completion
 from .validation import clean, normalise
 
 _LABEL = re.compile(r"\b(?:query|passage|document)\s*:|\blevel\s*\d\s+passage\b", re.IGNORECASE)

@@ -47,7 +47,7 @@ from ..runs.fingerprint import settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling
+from .completion import Completion, Sampling
 from .documents import bad_document
 from .graded_config import GradedGenConfig
 from .graded_prompts import GradedPrompt

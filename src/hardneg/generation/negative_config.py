@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import JudgeField, LLMJudgeField
-from .config import GeneratorField
+from .config import GeneratorField, QueryGenConfig
 
 
 class NegativeGenConfig(BaseModel):
@@ -19,8 +19,7 @@ class NegativeGenConfig(BaseModel):
     dataset: str = Field(description="a collection with qrels (BEIR folder, pairs file, HF id): a negative is "
                          "written for each of its judged queries")
     split: str = Field("train", description="qrels split")
-    llm: GeneratorField = Field(description="http(s)://HOST:PORT/v1 (OpenAI-compatible) | PATH.gguf (llama.cpp in "
-                                "process) | gemma3-270m (the packaged base model)")
+    llm: GeneratorField = Field(description=QueryGenConfig.model_fields["llm"].description)
     out: str = Field(description="folder to write (documents.jsonl, generation.parquet, manifest.json)")
     llm_model: str = Field("default", description="model name sent to an OpenAI-compatible endpoint (key from "
                            "$HARDNEG_LLM_API_KEY or $OPENAI_API_KEY); default: the one it serves")
@@ -49,7 +48,8 @@ class NegativeGenConfig(BaseModel):
                                "are); run before the judges [default: none]")
     filter_model: str | None = Field(None, description="--filter's teacher model [default: the packaged "
                                      "all-MiniLM-L6-v2]")
-    concurrency: int = Field(4, ge=1, description="requests in flight on an HTTP endpoint (generator and LLM judge)")
+    concurrency: int = Field(4, ge=1, description="requests in flight on an HTTP endpoint (generator and LLM judge); "
+                             "prompts per batch with hf:")
     llm_retries: int = Field(3, ge=0, description="retries of a failed LLM request")
     llm_timeout: float = Field(60.0, gt=0, description="seconds before an LLM request fails")
     llm_max_error_rate: float = Field(0.1, ge=0, le=1, description="stop, writing nothing, when more than this "

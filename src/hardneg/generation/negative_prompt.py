@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .client import Completion
+from .completion import Completion
 from .prompts import DEFAULT_EXAMPLES, shorten
 from .validation import normalise
 

@@ -54,7 +54,7 @@ from ..runs.fingerprint import folder_fingerprint, settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling
+from .completion import Completion, Sampling
 from .merge import same_doc_duplicates
 from .negative_config import NegativeGenConfig
 from .negative_filter import filter_teacher, parse_score_rule, score_rule

@@ -36,7 +36,7 @@ from ..runs.fingerprint import settings_key
 from ..runs.manifest import versions
 from .batch import generate
 from .cache import CompletionCache
-from .client import Completion, Sampling
+from .completion import Completion, Sampling
 from .config import QueryGenConfig
 from .merge import merged_query, same_doc_duplicates
 from .output import GeneratedFolder, finished, open_generator

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .client import Completion
+from .completion import Completion
 
 _NON_WORD = re.compile(r"[^\w]+")
 _LABEL = re.compile(r"^\s*(?:query|question|search query)\s*:\s*", re.IGNORECASE)

@@ -1,0 +1,172 @@
+"""Batched generation in process with transformers: many prompts through the model in one forward pass, each
+sampled with its own seed, on a GPU when there is one.
+
+The ``hf:`` backend of :class:`~hardneg.generation.client.TextGenerator` (``--llm hf:MODEL``). MODEL is a model
+folder, a Hugging Face id, a ``.gguf`` file (transformers de-quantises it; the converted model is kept in the
+cache folder, so the slow conversion happens once) or ``gemma3-270m``. llama.cpp in process (``--llm PATH.gguf``)
+runs one prompt at a time; this backend fills a batch of ``--concurrency`` prompts, left-padded, and calls
+``model.generate`` once for them.
+
+**Seeds per row.** Sampling is done by :class:`SeededSampling`, a logits processor that draws each row's token
+from its own counter-based stream (``seed``, step) instead of torch's global generator, then hands it to greedy
+decoding. A row's completion so depends on its prompt and seed only, not on the other prompts of its batch or
+their number, as a server with per-request seeds gives. (Padding can move the last bits of a row's logits,
+which may change a sampled token in rare cases: the completion cache makes every rerun replay its answers.)
+Temperature 0 is greedy decoding.
+
+Example::
+
+    lm = TransformersLM.load("hf:/models/qwen2.5-7b-instruct", cache_dir="~/.cache/hardneg")
+    out = lm.generate(["Document: ...\\nQuery:"] * 2, Sampling(), seeds=[1, 2])
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..runs.files import staged_dir
+from ..runs.fingerprint import file_fingerprint, folder_fingerprint
+from .completion import Completion, Sampling
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_STEP = np.uint64(0xD1B54A32D192ED69)
+
+
+def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
+    """One uniform number in [0, 1) per row for decoding step ``step``: splitmix64 of (seed, step), so that a
+    row's draws depend on its seed and the step only."""
+    with np.errstate(over="ignore"):
+        z = seeds.astype(np.uint64) * _GOLDEN + np.uint64(step + 1) * _STEP
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(2 ** 53)
+
+
+class SeededSampling:
+    """A transformers logits processor: temperature, nucleus (top-p) and a draw from each row's own stream
+    (:func:`row_uniforms`); the drawn token is the only one left, so greedy decoding takes it."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, prompt_length: int):
+        self.seeds = np.asarray(seeds, dtype=np.uint64)
+        self.temperature, self.top_p, self.prompt_length = temperature, top_p, prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        step = int(input_ids.shape[1]) - self.prompt_length
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        p, order = probs.sort(dim=-1, descending=True, stable=True)
+        p = p * ((p.cumsum(-1) - p) < self.top_p)  # the smallest head whose mass reaches top_p (never empty)
+        cum = p.cumsum(-1)
+        u = torch.from_numpy(row_uniforms(self.seeds, step)).to(cum.device, cum.dtype)
+        pick = torch.searchsorted(cum, (u * cum[:, -1]).unsqueeze(1), right=True).clamp(max=cum.shape[1] - 1)
+        token = order.gather(1, pick)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter(1, token, 0.0)
+
+
+class StopStrings:
+    """A transformers stopping criterion: a row is done once its generated text holds one of ``stops``
+    (transformers' own ``stop_strings`` re-reads the whole vocabulary on every call: 0.7 s for Gemma's 262k)."""
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
+
+
+@dataclass
+class TransformersLM:
+    """A causal LM and its tokenizer, loaded once, with what identifies it (the cache's key)."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    fingerprint: str
+    dtype: str
+    device: str
+
+    _lock = threading.Lock()
+
+    @classmethod
+    def load(cls, target: str, cache_dir: str | Path) -> TransformersLM:
+        """``target`` without its ``hf:``: a folder, a ``.gguf`` file (converted once into
+        ``cache_dir/models/hf-<sha256>``) or a hub id. Raises what transformers raises."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(target).expanduser()
+        gpu = torch.cuda.is_available()
+        dtype = torch.bfloat16 if gpu else torch.float32
+        if path.is_file():
+            sha = file_fingerprint(path, cache_dir)
+            folder = Path(cache_dir) / "models" / f"hf-{sha[:16]}"
+            if not (folder / "config.json").is_file():
+                with staged_dir(folder, overwrite=True) as tmp:
+                    kw = {"gguf_file": path.name}
+                    AutoTokenizer.from_pretrained(str(path.parent), **kw).save_pretrained(str(tmp))
+                    converted = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kw)
+                    # de-quantised on load: the weights are plain tensors, saved as such
+                    converted.hf_quantizer = None
+                    if hasattr(converted.config, "quantization_config"):
+                        del converted.config.quantization_config
+                    converted.save_pretrained(str(tmp))
+            source, fingerprint = str(folder), f"gguf:{sha}"
+        elif path.is_dir():
+            source, fingerprint = str(path), f"folder:{folder_fingerprint(path, cache_dir)}"
+        else:
+            source, fingerprint = target, f"hub:{target}"
+        tok = AutoTokenizer.from_pretrained(source)
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to("cuda" if gpu else "cpu").eval()
+        if fingerprint.startswith("hub:"):
+            fingerprint += f"@{getattr(model.config, '_commit_hash', None)}"
+        return cls(model, tok, path.name or target, fingerprint, str(dtype).removeprefix("torch."),
+                   "cuda" if gpu else "cpu")
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt)["input_ids"])
+
+    def generate(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> list[Completion]:
+        """One completion per prompt, all in one ``generate`` call."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.model.device)
+        width = int(enc["input_ids"].shape[1])
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
+        config = GenerationConfig(max_new_tokens=sampling.max_tokens, do_sample=False, num_beams=1,
+                                  pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(eos_ids) or None)
+        processors = LogitsProcessorList([SeededSampling(seeds, sampling.temperature, sampling.top_p, width)]
+                                         if sampling.temperature > 0 else [])
+        stopping = StoppingCriteriaList([StopStrings(self.tokenizer, sampling.stop, width)] if sampling.stop else [])
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(**enc, generation_config=config, logits_processor=processors,
+                                      stopping_criteria=stopping)
+        prompt_tokens = enc["attention_mask"].sum(1).tolist()
+        pad = self.tokenizer.pad_token_id
+        done = []
+        for row, tokens in enumerate(out[:, width:].tolist()):  # a batch's rows: decoding is per text
+            end = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
+            kept = tokens if end is None else tokens[:end]
+            while kept and kept[-1] == pad:  # a row that stopped early is padded to the batch's length
+                kept.pop()
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
+            finish = "stop" if end is not None or cut >= 0 else "length"
+            done.append(Completion(text[:cut] if cut >= 0 else text, finish, int(prompt_tokens[row]),
+                                   len(kept) + (end is not None)))
+        return done
