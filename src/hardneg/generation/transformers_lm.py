@@ -157,16 +157,27 @@ class TransformersLM:
             out = self.model.generate(**enc, generation_config=config, logits_processor=processors,
                                       stopping_criteria=stopping)
         prompt_tokens = enc["attention_mask"].sum(1).tolist()
-        pad = self.tokenizer.pad_token_id
-        done = []
-        for row, tokens in enumerate(out[:, width:].tolist()):  # a batch's rows: decoding is per text
-            end = next((i for i, t in enumerate(tokens) if t in eos_ids), None)
-            kept = tokens if end is None else tokens[:end]
-            while kept and kept[-1] == pad:  # a row that stopped early is padded to the batch's length
-                kept.pop()
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            cut = min((i for i in (text.find(s) for s in sampling.stop) if i >= 0), default=-1)
-            finish = "stop" if end is not None or cut >= 0 else "length"
-            done.append(Completion(text[:cut] if cut >= 0 else text, finish, int(prompt_tokens[row]),
-                                   len(kept) + (end is not None)))
-        return done
+        return [self._completion(tokens, sampling.stop, eos_ids, int(prompt_tokens[row]))
+                for row, tokens in enumerate(out[:, width:].tolist())]  # a batch's rows: decoding is per text
+
+    def _completion(self, tokens: list[int], stops: tuple[str, ...], eos_ids: set[int], prompt_tokens: int) -> Completion:
+        """One row's completion. A row that stopped before the batch's longest is padded after its end (with
+        end-of-text where the tokenizer has no pad token): the tokens counted are those up to the end-of-text or
+        the token that completed a stop string, whichever came first."""
+        end = next((i for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
+        text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut < 0:
+            pad = self.tokenizer.pad_token_id
+            n = end
+            while n and tokens[n - 1] == pad:  # pad tokens are special: they are not in the text either
+                n -= 1
+            return Completion(text, "stop" if end < len(tokens) else "length", prompt_tokens, n + (end < len(tokens)))
+        lo, hi = 1, end  # the shortest prefix whose text holds a stop string (holding one only grows)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in self.tokenizer.decode(tokens[:mid], skip_special_tokens=True) for s in stops):
+                hi = mid
+            else:
+                lo = mid + 1
+        return Completion(text[:cut], "stop", prompt_tokens, lo)
