@@ -34,7 +34,7 @@ class GeneratorSpec:
         if t.lower().startswith("llm:"):
             t = t[4:].strip()
         if not t:
-            raise ConfigError("expected http(s)://HOST:PORT/v1, PATH.gguf or gemma3-270m")
+            raise ConfigError("expected http(s)://HOST:PORT/v1, PATH.gguf, gemma3-270m or hf:MODEL")
         if t.startswith(("http://", "https://")):
             return GeneratorSpec("http", t)
         if t.lower().startswith("hf:"):
