@@ -10,6 +10,7 @@ can change a text), with the number of documents whose query text differs. A bat
 
 Run: python benchmarks/generate_batching.py [--docs 32] [--batches 1,4,8,16] [--out FILE.json]
      [--gguf PATH.gguf --no-llama-cpp]   (another GGUF model; on a machine without llama-cpp-python)
+     [--fp32]                            (float32 on a GPU too, where hardneg uses bfloat16)
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HARDNEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def float32_everywhere() -> None:
+    """Load every transformers model of this process in float32, also on a GPU (its cache identity follows)."""
+    from hardneg.generation.transformers_lm import TransformersLM
+
+    load = TransformersLM.load.__func__  # type: ignore[attr-defined]
+
+    def load32(cls: type[TransformersLM], target: str, cache_dir: str | Path) -> TransformersLM:
+        lm = load(cls, target, cache_dir)
+        lm.model, lm.dtype = lm.model.float(), "float32"
+        return lm
+
+    TransformersLM.load = classmethod(load32)  # type: ignore[method-assign, assignment]
+
+
 def main() -> None:
     from hardneg.generation import generate_queries
 
@@ -38,7 +53,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     ap.add_argument("--gguf", default=None, help="a GGUF model file [default: the packaged Gemma-3-270m]")
     ap.add_argument("--no-llama-cpp", action="store_true", help="transformers runs only")
+    ap.add_argument("--fp32", action="store_true", help="run transformers in float32 on a GPU too (a measurement "
+                    "of reproducibility there; hardneg itself uses bfloat16 on a GPU)")
     args = ap.parse_args()
+    if args.fp32:
+        float32_everywhere()
     batches = [int(b) for b in args.batches.split(",")]
     model = args.gguf or "gemma3-270m"
     with tempfile.TemporaryDirectory() as tmp:
