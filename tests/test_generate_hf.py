@@ -1,8 +1,9 @@
 """Batched generation in process with transformers (``--llm hf:MODEL``): the per-row seeded sampler (its
 draws depend on a row's seed and step only, and only nucleus tokens are drawn, as often as their
-probability says), and the packaged Gemma GGUF through transformers: a completion does not depend on the
-batch it was asked in, and `generate queries` writes the same bytes at batch 4 as one prompt at a time,
-through the installed command too."""
+probability says), and the packaged Gemma GGUF through transformers on the CPU: a completion does not
+depend on the batch it was asked in, and `generate queries` writes the same bytes at batch 3 as one prompt
+at a time, through the installed command too. (On a GPU in bf16 it does depend on the batch: see
+docs/benchmarks.md, "In-process batching".)"""
 
 from __future__ import annotations
 
