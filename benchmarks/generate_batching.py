@@ -10,7 +10,7 @@ can change a text), with the number of documents whose query text differs. A bat
 
 Run: python benchmarks/generate_batching.py [--docs 32] [--batches 1,4,8,16] [--out FILE.json]
      [--gguf PATH.gguf --no-llama-cpp]   (another GGUF model; on a machine without llama-cpp-python)
-     [--fp32]                            (float32 on a GPU too, where hardneg uses bfloat16)
+     [--dtype float32|bfloat16]          (not hardneg's own choice: float32 on a GPU, bfloat16 on a CPU)
 """
 
 from __future__ import annotations
@@ -30,18 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HARDNEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def float32_everywhere() -> None:
-    """Load every transformers model of this process in float32, also on a GPU (its cache identity follows)."""
+def load_as(dtype: str) -> None:
+    """Load every transformers model of this process in ``dtype`` (its cache identity follows)."""
+    import torch
+
     from hardneg.generation.transformers_lm import TransformersLM
 
     load = TransformersLM.load.__func__  # type: ignore[attr-defined]
 
-    def load32(cls: type[TransformersLM], target: str, cache_dir: str | Path) -> TransformersLM:
+    def load_cast(cls: type[TransformersLM], target: str, cache_dir: str | Path) -> TransformersLM:
         lm = load(cls, target, cache_dir)
-        lm.model, lm.dtype = lm.model.float(), "float32"
+        lm.model, lm.dtype = lm.model.to(getattr(torch, dtype)), dtype
         return lm
 
-    TransformersLM.load = classmethod(load32)  # type: ignore[method-assign, assignment]
+    TransformersLM.load = classmethod(load_cast)  # type: ignore[method-assign, assignment]
 
 
 def main() -> None:
@@ -53,11 +55,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     ap.add_argument("--gguf", default=None, help="a GGUF model file [default: the packaged Gemma-3-270m]")
     ap.add_argument("--no-llama-cpp", action="store_true", help="transformers runs only")
-    ap.add_argument("--fp32", action="store_true", help="run transformers in float32 on a GPU too (a measurement "
-                    "of reproducibility there; hardneg itself uses bfloat16 on a GPU)")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="transformers' dtype [default: hardneg's own, bfloat16 on a GPU and float32 on a CPU]; the "
+                    "others measure reproducibility (float32 on a GPU, bfloat16 on a CPU)")
     args = ap.parse_args()
-    if args.fp32:
-        float32_everywhere()
+    if args.dtype != "auto":
+        load_as(args.dtype)
     batches = [int(b) for b in args.batches.split(",")]
     model = args.gguf or "gemma3-270m"
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +75,7 @@ def main() -> None:
         for _, llm, _ in runs[:2]:
             generate_queries(corpus=str(DATA / "scifact"), llm=llm, sample_docs=1, seed=99, roundtrip_teacher="none",
                              cache_dir=str(warm), out=str(Path(tmp) / f"warm-{llm.replace(':', '-')}"))
-        rows, reference = [], None
+        rows, reference, by_batch = [], None, {}
         for name, llm, batch in runs:
             cache = Path(tmp) / f"cache-{len(rows)}"
             cache.mkdir()
@@ -95,19 +98,23 @@ def main() -> None:
                          "kept": m["counts"]["kept"], "device": m["generator"].get("device", "cpu"),
                          "same_as_batch_1": None if not llm.startswith("hf:") else written == reference[0],
                          "texts_differing": None if not llm.startswith("hf:") else
-                         sum(texts.get(k) != v for k, v in reference[1].items())})
+                         sum(texts.get(k) != v for k, v in reference[1].items()),
+                         "same_as_last_run_at_this_batch": None if (llm, batch) not in by_batch else
+                         written == by_batch[(llm, batch)]})
+            by_batch[(llm, batch)] = written
             print(json.dumps(rows[-1]), flush=True)
         shutil.rmtree(shared, ignore_errors=True)
     print(f"\n{platform.machine()}, {os.cpu_count()} cores, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
           f"{args.docs} SciFact abstracts, one query each, {Path(model).name}\n")
     base = rows[0]["seconds"]
     print(f"| run | seconds | requests | completion tok/s | speed x {rows[0]['run']} | output = first hf run's "
-          "| texts differing |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+          "| texts differing | output = last run at this batch |")
+    print("|---|---:|---:|---:|---:|---|---:|---|")
     for r in rows:
         same = "" if r["same_as_batch_1"] is None else ("yes" if r["same_as_batch_1"] else "**no**")
         print(f"| {r['run']} ({r['device']}) | {r['seconds']:.1f} | {r['requests']} | {r['tok_per_s']:.1f} | "
-              f"{base / r['seconds']:.2f} | {same} | {'' if r['texts_differing'] is None else r['texts_differing']} |")
+              f"{base / r['seconds']:.2f} | {same} | {'' if r['texts_differing'] is None else r['texts_differing']} | "
+              f"{ {None: '', True: 'yes', False: '**no**'}[r['same_as_last_run_at_this_batch']] } |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1))

@@ -11,9 +11,9 @@ runs one prompt at a time; this backend fills a batch of ``--concurrency`` promp
 from its own counter-based stream (``seed``, step) instead of torch's global generator, then hands it to greedy
 decoding. No draw depends on the other rows, so only the numerics of a batch can change a row's text. On a CPU
 in fp32 they did not: the same queries, byte for byte, at batch 1, 4, 8 and 16 (benchmarks/generate_batching.py).
-On a GPU in bf16 they do: on an H200, 55 of 64 queries differed between batch 1 and batch 32, and two runs at
-batch 32 differed from each other. There, as with an HTTP server, a run is reproduced by its completion cache
-(a rerun replays every answer), not by generating again.
+In bf16 they do: on an H200, 55 of 64 queries differed between batch 1 and batch 32 (on a CPU in bf16, 12 of 16
+between batch 1 and 16), and on the H200 two runs at batch 32 differed from each other too. On a GPU, as with an
+HTTP server, a run is reproduced by its completion cache (a rerun replays every answer), not by generating again.
 Temperature 0 is greedy decoding.
 
 Example::
