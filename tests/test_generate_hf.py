@@ -128,3 +128,18 @@ def test_generate_queries_in_batches_writes_the_bytes_of_one_at_a_time(gemma_cac
     prov = pq.read_table(tmp_path / "a" / "generation.parquet").to_pylist()
     assert {r["generator"] for r in prov} == {"hf:gemma-3-270m-q4_k_m.gguf"}
     assert not any(str(gemma_cache) in json.dumps(r, default=str) for r in prov)
+
+
+def test_a_model_that_cannot_load_stops_before_anything_is_written(slice_dir, tmp_path):
+    """`hf:` with no model is a spec error; a model that is neither a file, a folder nor a hub id reachable
+    offline stops the run with one line naming it, and no output folder is made."""
+    from hardneg.errors import ConfigError, HardnegError
+
+    with pytest.raises(ConfigError, match="hf: needs a model"):
+        GeneratorSpec.parse("hf:")
+    out = tmp_path / "never"
+    with pytest.raises(HardnegError, match="LLM generator hf:no-such-org/no-such-model: cannot load the model") as err:
+        generate_queries(corpus=str(slice_dir), llm="hf:no-such-org/no-such-model", sample_docs=2,
+                         roundtrip_teacher="none", cache_dir=str(tmp_path / "cache"), out=str(out))
+    assert "\n" not in str(err.value)
+    assert not out.exists()
