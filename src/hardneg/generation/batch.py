@@ -116,19 +116,10 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
         keys = [request_key(prompts[int(slot_prompt[s])], sdict, sd) for s, sd in zip(group, sds, strict=True)]
         known = cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
-        got: list[Completion | LLMReplyError] = [known.get(k) or LLMReplyError("") for k in keys]
-        if missing and gen.backend == "hf":
-            answers: list[Completion | LLMReplyError] = list(gen.complete_many(
-                [prompts[int(slot_prompt[group[i]])] for i in missing], sampling, [sds[i] for i in missing]))
-        else:
-            answers = []
-            for i in missing:
-                try:
-                    answers.append(gen.complete(prompts[int(slot_prompt[group[i]])], sampling, sds[i]))
-                except LLMReplyError as exc:
-                    answers.append(exc)
-        for i, c in zip(missing, answers, strict=True):
-            got[i] = c
+        asked = gen.complete_many([prompts[int(slot_prompt[group[i]])] for i in missing], sampling,
+                                  [sds[i] for i in missing]) if missing else []
+        answers = dict(zip(missing, asked, strict=True))
+        for i, c in answers.items():
             slot = group[i]
             replayed[slot], cached[slot] = False, False  # this slot cost a request (the time left comes from such)
             if isinstance(c, Completion):
@@ -138,7 +129,7 @@ def generate(gen: TextGenerator, cache: CompletionCache, prompts: list[str], slo
                     state["asked"] += 1
         for i, slot in enumerate(group):
             tries[slot], seeds[slot] = a + 1, sds[i]
-        return got
+        return [known[k] if k in known else answers[i] for i, k in enumerate(keys)]
 
     def work(group: list[int], advance: RateAdvance) -> None:
         live = list(group)

@@ -128,14 +128,25 @@ class TextGenerator(LLMEndpoint):
         if self.backend == "http":
             return self.retrying(lambda: self._http(prompt, sampling, seed, api or self.api))
         if self.backend == "hf":
-            return self.complete_many([prompt], sampling, [seed])[0]
+            return self._hf_batch([prompt], sampling, [seed])[0]
         return self.retrying(lambda: self._gguf(prompt, sampling, seed))
 
-    def complete_many(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> list[Completion]:
-        """One completion per prompt: in one batch with ``hf``; one after the other elsewhere. A batch that
-        fails is this generator's fatal error (a model that cannot run, or out of memory)."""
-        if self.backend != "hf":
-            return [self.complete(p, sampling, s) for p, s in zip(prompts, seeds, strict=True)]
+    def complete_many(self, prompts: list[str], sampling: Sampling,
+                      seeds: list[int]) -> list[Completion | LLMReplyError]:
+        """One completion per prompt, or the :class:`LLMReplyError` its request ended with after its retries:
+        in one batch with ``hf`` (where a batch that fails is this generator's fatal error: a model that cannot
+        run, or out of memory); one request after the other elsewhere."""
+        if self.backend == "hf":
+            return list(self._hf_batch(prompts, sampling, seeds))
+        out: list[Completion | LLMReplyError] = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            try:
+                out.append(self.complete(prompt, sampling, seed))
+            except LLMReplyError as exc:
+                out.append(exc)
+        return out
+
+    def _hf_batch(self, prompts: list[str], sampling: Sampling, seeds: list[int]) -> list[Completion]:
         lm = self.transformers_lm()
         try:
             return lm.generate(prompts, sampling, seeds)

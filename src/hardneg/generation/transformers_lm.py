@@ -79,11 +79,14 @@ class StopStrings:
 
     def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_length: int):
         self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+        self.tail = max(len(s.encode()) for s in stops)  # a token holds at least one byte
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        # only the last few tokens: a stop string that ended earlier has already ended its row
+        start = max(self.prompt_length, int(input_ids.shape[1]) - self.tail)
+        texts = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
 
